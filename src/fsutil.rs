@@ -1,0 +1,139 @@
+//! File-system helpers with the durability and permission rules keywheel needs.
+//!
+//! An atomic replace writes a temporary file in the destination's directory,
+//! syncs it, renames it over the destination and syncs the directory, so a
+//! crash leaves either the old file or the new one, never a mix. Files that
+//! may hold secrets are created with mode 0600.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode for files that may hold secrets.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode for directories that hold such files.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Replaces `path` with `contents` atomically and durably.
+///
+/// The new file gets `mode`; the caller passes the existing file's mode to
+/// keep it, or [`PRIVATE_FILE_MODE`] for a new file. Ownership is not
+/// changed: a file owned by another user ends up owned by the caller.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_owned(path, contents, mode, None)
+}
+
+/// Like [`write_atomic`], and gives the new file `owner` (uid, gid) when it is
+/// not the current user, so that a file replaced by root stays readable by
+/// the service that owns it.
+pub fn write_atomic_owned(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let temp = temp_path(path);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        // The umask may have removed bits from `mode`; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            let current = rustix::process::geteuid().as_raw();
+            let group = rustix::process::getegid().as_raw();
+            if uid != current || gid != group {
+                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+            }
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Removes `path` durably. A file that is already gone is not an error.
+pub fn remove_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(&parent_dir(path)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Syncs a directory so that renames and creations in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its parents with mode 0700 where they are missing.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+}
+
+/// Returns the permission bits of `path`.
+pub fn mode_of(path: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(path)?.mode() & 0o7777)
+}
+
+/// Whether group or others may read, write or execute a file with `mode`.
+pub fn is_shared_mode(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suffix: u64 = rand::random();
+    parent_dir(path).join(format!(".{name}.keywheel-{suffix:016x}.tmp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_sets_exact_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        assert_eq!(mode_of(&path).unwrap(), 0o600);
+        write_atomic(&path, b"two", 0o640).unwrap();
+        assert_eq!(mode_of(&path).unwrap(), 0o640);
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+    }
+
+    #[test]
+    fn write_atomic_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write_atomic(&path, b"x", 0o600).unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+}

@@ -1,0 +1,94 @@
+//! Byte strings that hold secret values.
+//!
+//! Every secret that keywheel handles (a generated key, a value read from a
+//! target before it is replaced, a field of a sealed journal record) lives in
+//! a [`SecretBytes`]: its memory is zeroed when dropped, and its `Debug` and
+//! `Display` output never shows the value, so a secret cannot reach a log line
+//! or an error message by accident.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A secret value: opaque bytes that are zeroed on drop and never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Wraps `bytes`, taking ownership so that no unzeroed copy is left behind.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// Copies a string into a new secret.
+    pub fn from_text(text: &str) -> Self {
+        Self::new(text.as_bytes().to_vec())
+    }
+
+    /// Returns the secret bytes. Callers must not log or format them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Returns the value as UTF-8, or `None` when it is not valid UTF-8.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Compares two secrets in time that does not depend on where they differ.
+    pub fn constant_time_eq(&self, other: &SecretBytes) -> bool {
+        let (a, b) = (self.expose(), other.expose());
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes([redacted, {} bytes])", self.0.len())
+    }
+}
+
+impl fmt::Display for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Fills `buffer` from the operating system's random number generator.
+pub fn os_random(buffer: &mut [u8]) -> Result<(), String> {
+    use rand::TryRng as _;
+    rand::rngs::SysRng
+        .try_fill_bytes(buffer)
+        .map_err(|err| format!("the operating system's random number generator failed: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_hide_value() {
+        let secret = SecretBytes::from_text("sk_live_do_not_print");
+        assert!(!format!("{secret:?}").contains("do_not_print"));
+        assert!(!format!("{secret}").contains("do_not_print"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_content() {
+        let a = SecretBytes::from_text("abc");
+        assert!(a.constant_time_eq(&SecretBytes::from_text("abc")));
+        assert!(!a.constant_time_eq(&SecretBytes::from_text("abd")));
+        assert!(!a.constant_time_eq(&SecretBytes::from_text("ab")));
+    }
+}
