@@ -11,3 +11,6 @@ pub mod retry;
 pub mod run_id;
 pub mod seal;
 pub mod secret;
+pub mod issuers;
+pub mod playbook;
+pub mod targets;

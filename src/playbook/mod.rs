@@ -1,0 +1,390 @@
+//! The playbook: one YAML file that describes how to rotate one credential.
+//!
+//! Loading happens in two passes. [`yaml::parse`] builds a tree that keeps
+//! lines and scalar styles; the decoders then turn it into a validated
+//! [`Playbook`], recording every problem with its line, column and field path
+//! before any server is contacted. Unknown fields are errors. Environment
+//! variables named by the playbook are only read later, when a run starts.
+
+pub mod decode;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::issuers::IssuerSpec;
+use crate::targets::TargetSpec;
+use decode::{Cx, Decode, Diagnostic, FieldPath, MapReader, Severity, decode_choice};
+
+/// The playbook format version this build reads.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A validated playbook.
+#[derive(Clone, Debug)]
+pub struct Playbook {
+    /// Path the playbook was loaded from.
+    pub path: PathBuf,
+    /// The file's text; a copy is kept with each run so that `resume` uses
+    /// exactly what the run started with.
+    pub text: String,
+    /// Hex SHA-256 of `text`.
+    pub sha256: String,
+    /// Name of the credential; it keys the lock and the run history.
+    pub name: String,
+    pub description: Option<String>,
+    pub issuer: IssuerSpec,
+    pub targets: Vec<TargetSpec>,
+    pub policy: Policy,
+    /// Warnings found while loading; the playbook is valid despite them.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What to do when some targets were pushed and others failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PartialFailure {
+    /// Restore every pushed target and delete the new key.
+    #[default]
+    Rollback,
+    /// Stop the run as held; `resume` retries the failed targets.
+    Hold,
+}
+
+/// Run-wide settings.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub on_partial_failure: PartialFailure,
+    /// Maximum number of targets pushed at the same time.
+    pub concurrency: usize,
+}
+
+/// Default bound on concurrent pushes.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            on_partial_failure: PartialFailure::Rollback,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+/// Every error found in one playbook file.
+#[derive(Clone, Debug)]
+pub struct PlaybookErrors {
+    pub path: PathBuf,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for PlaybookErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors = self
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        writeln!(
+            f,
+            "{}: {errors} error{}",
+            self.path.display(),
+            if errors == 1 { "" } else { "s" }
+        )?;
+        for diagnostic in &self.diagnostics {
+            writeln!(
+                f,
+                "{}:{}:{}: {diagnostic}",
+                self.path.display(),
+                diagnostic.line,
+                diagnostic.column
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PlaybookErrors {}
+
+/// Reads and validates the playbook at `path`.
+pub fn load(path: &Path) -> Result<Playbook, PlaybookErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        let message = match err.kind() {
+            std::io::ErrorKind::NotFound => "file not found".to_string(),
+            std::io::ErrorKind::InvalidData => "file is not valid UTF-8".to_string(),
+            _ => format!("cannot read file: {err}"),
+        };
+        single_error(path, 0, 0, message, None)
+    })?;
+    parse(path, &text)
+}
+
+/// Validates playbook `text`; `path` is used for messages and to resolve
+/// relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
+    let root = yaml::parse(text).map_err(|err| {
+        single_error(
+            path,
+            err.line,
+            err.column,
+            format!("invalid YAML: {}", err.message),
+            None,
+        )
+    })?;
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
+    let mut cx = Cx::new(base_dir);
+    let playbook = decode_playbook(&root, &mut cx);
+    if cx.has_errors() {
+        cx.diagnostics.sort_by_key(|d| (d.line, d.column));
+        return Err(PlaybookErrors {
+            path: path.to_path_buf(),
+            diagnostics: cx.diagnostics,
+        });
+    }
+    let Some(fields) = playbook else {
+        return Err(single_error(path, 1, 1, "invalid playbook".into(), None));
+    };
+    Ok(Playbook {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+        sha256: sha256_hex(text.as_bytes()),
+        name: fields.name,
+        description: fields.description,
+        issuer: fields.issuer,
+        targets: fields.targets,
+        policy: fields.policy,
+        warnings: cx.diagnostics,
+    })
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn single_error(
+    path: &Path,
+    line: usize,
+    column: usize,
+    message: String,
+    hint: Option<String>,
+) -> PlaybookErrors {
+    PlaybookErrors {
+        path: path.to_path_buf(),
+        diagnostics: vec![Diagnostic {
+            line,
+            column,
+            path: String::new(),
+            message,
+            hint,
+            severity: Severity::Error,
+        }],
+    }
+}
+
+struct PlaybookFields {
+    name: String,
+    description: Option<String>,
+    issuer: IssuerSpec,
+    targets: Vec<TargetSpec>,
+    policy: Policy,
+}
+
+fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
+    let mut top = MapReader::new(root, &FieldPath::root(), cx)?;
+
+    match top.value("version") {
+        None => cx.error_hint(
+            root,
+            &FieldPath::root(),
+            "missing required field `version`",
+            format!("add `version: {FORMAT_VERSION}` at the top of the playbook"),
+        ),
+        Some(node) => {
+            let path = top.path_of("version");
+            if let Some(version) = u64::decode(node, &path, cx)
+                && version != FORMAT_VERSION
+            {
+                cx.error_hint(
+                    node,
+                    &path,
+                    format!("unsupported playbook version {version}"),
+                    format!("this keywheel reads version {FORMAT_VERSION}"),
+                );
+            }
+        }
+    }
+
+    let name: String = top.required("name", cx);
+    if let Some(node) = top.value("name") {
+        check_name(node, &top.path_of("name"), &name, cx);
+    }
+    let description = top.optional::<String>("description", cx);
+
+    let issuer = match top.value("issuer") {
+        Some(node) => IssuerSpec::decode(node, &top.path_of("issuer"), cx),
+        None => {
+            cx.error(root, &FieldPath::root(), "missing required field `issuer`");
+            None
+        }
+    };
+    if let Some(issuer) = &issuer {
+        cx.key_fields = issuer.fields();
+    }
+
+    let targets = decode_targets(&mut top, root, cx);
+    let policy = match top.value("policy") {
+        Some(node) => decode_policy(node, &top.path_of("policy"), cx),
+        None => Policy::default(),
+    };
+    top.finish(cx);
+
+    Some(PlaybookFields {
+        name,
+        description,
+        issuer: issuer?,
+        targets,
+        policy,
+    })
+}
+
+fn decode_targets(top: &mut MapReader<'_>, root: &yaml::Node, cx: &mut Cx) -> Vec<TargetSpec> {
+    let path = top.path_of("targets");
+    let Some(node) = top.value("targets") else {
+        cx.error_hint(
+            root,
+            &FieldPath::root(),
+            "missing required field `targets`",
+            "list at least one place the new key is written to",
+        );
+        return Vec::new();
+    };
+    let yaml::Value::Sequence(items) = &node.value else {
+        cx.error(
+            node,
+            &path,
+            format!("expected a list, found {}", node.kind_name()),
+        );
+        return Vec::new();
+    };
+    if items.is_empty() {
+        cx.error_hint(node, &path, "no targets", "list at least one target");
+    }
+    let mut targets: Vec<TargetSpec> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let item_path = path.index(index);
+        let Some(target) = TargetSpec::decode(item, &item_path, cx) else {
+            continue;
+        };
+        if let Some(first) = targets.iter().find(|t| t.name == target.name) {
+            cx.error_hint(
+                item,
+                &item_path.key("name"),
+                format!("duplicate target name {:?}", target.name),
+                format!(
+                    "target names must be unique; line {} uses it already",
+                    first.line
+                ),
+            );
+        }
+        targets.push(target);
+    }
+    targets
+}
+
+fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
+    let mut policy = Policy::default();
+    let Some(mut reader) = MapReader::new(node, path, cx) else {
+        return policy;
+    };
+    if let Some(value) = reader.value("on_partial_failure") {
+        let choice = decode_choice(
+            value,
+            &reader.path_of("on_partial_failure"),
+            cx,
+            &["rollback", "hold"],
+        );
+        match choice {
+            Some("hold") => policy.on_partial_failure = PartialFailure::Hold,
+            Some(_) => policy.on_partial_failure = PartialFailure::Rollback,
+            None => {}
+        }
+    }
+    if let Some(value) = reader.value("concurrency") {
+        let value_path = reader.path_of("concurrency");
+        if let Some(concurrency) = usize::decode(value, &value_path, cx) {
+            if concurrency == 0 || concurrency > 1024 {
+                cx.error_hint(
+                    value,
+                    &value_path,
+                    format!("invalid concurrency {concurrency}"),
+                    "use a number from 1 to 1024",
+                );
+            } else {
+                policy.concurrency = concurrency;
+            }
+        }
+    }
+    reader.finish(cx);
+    policy
+}
+
+/// Checks a name used as a file name and lock key.
+pub fn check_name(node: &yaml::Node, path: &FieldPath, name: &str, cx: &mut Cx) {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        cx.error_hint(
+            node,
+            path,
+            format!("invalid name {name:?}"),
+            "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+        );
+    }
+}
+
+/// Reads a target's mapping from the names it writes to key field names,
+/// checking that the issuer provides every field.
+pub fn decode_field_map(
+    node: &yaml::Node,
+    path: &FieldPath,
+    cx: &mut Cx,
+) -> std::collections::BTreeMap<String, String> {
+    let Some(map) = std::collections::BTreeMap::<String, String>::decode(node, path, cx) else {
+        return Default::default();
+    };
+    if map.is_empty() {
+        cx.error_hint(
+            node,
+            path,
+            "no fields to write",
+            "map at least one name to a key field, for example `API_KEY: secret`",
+        );
+    }
+    for (slot, field) in &map {
+        check_key_field(node, &path.key(slot), field, cx);
+    }
+    map
+}
+
+/// Checks that `field` is one the issuer provides.
+pub fn check_key_field(node: &yaml::Node, path: &FieldPath, field: &str, cx: &mut Cx) {
+    if cx.key_fields.is_empty() || cx.key_fields.iter().any(|f| f == field) {
+        return;
+    }
+    let known: Vec<&str> = cx.key_fields.iter().map(String::as_str).collect();
+    let hint = match decode::closest(field, &known) {
+        Some(suggestion) => format!("did you mean `{suggestion}`?"),
+        None => format!("the issuer provides: {}", known.join(", ")),
+    };
+    cx.error_hint(node, path, format!("unknown key field {field:?}"), hint);
+}

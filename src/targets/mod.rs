@@ -1,0 +1,265 @@
+//! Targets: the places a new key is written to.
+//!
+//! Each target kind is one module with the same shape: a `Spec` decoded from
+//! the playbook, and a type implementing [`Target`] built from that spec when
+//! a run starts (reading environment variables then, never at validation).
+//!
+//! # The contract every target keeps
+//!
+//! Expected flow: [`Target::preflight`] once per run, before the key is made;
+//! then [`Target::push`]; then, only when the run is undone,
+//! [`Target::restore`]. The engine journals the [`Snapshot`] that preflight
+//! returns (its `previous` bytes sealed) before the push, and gives the same
+//! snapshot back to `push` and `restore`, also after a crash and restart.
+//!
+//! Guarantees:
+//! - `preflight` only reads. It checks reachability, permissions and the
+//!   shape of what it will write, and captures what `restore` needs.
+//! - `push` writes the new values conditionally on the state seen at
+//!   preflight (a check-and-set version, a resourceVersion, a file's prior
+//!   content) and reads them back, failing with
+//!   [`TargetError::ReadBackMismatch`] unless the stored bytes are exactly the
+//!   new ones. Calling it again after it succeeded, or after a crash in the
+//!   middle, is safe: it sees that its values are already in place and
+//!   returns success without writing again.
+//! - `restore` puts back exactly the values of the snapshot. It is
+//!   idempotent too, and it refuses to overwrite a value that is neither the
+//!   new key's nor the snapshot's: someone else changed it, so the operator
+//!   must decide ([`TargetError::ConcurrentModification`]).
+//!
+//! Errors: every message names the object concerned (file, secret path) and,
+//! where it can, what to do. Secret values never appear in errors.
+
+pub mod dotenv;
+pub mod file;
+mod local;
+pub mod vault;
+
+use async_trait::async_trait;
+
+use crate::key::Key;
+use crate::playbook::decode::{Cx, FieldPath, MapReader, decode_choice};
+use crate::playbook::{check_name, yaml};
+use crate::retry::RetryPolicy;
+use crate::run_id::RunId;
+use crate::secret::SecretBytes;
+
+/// Target kinds a playbook may name in `type:`.
+pub const KINDS: &[&str] = &["file", "dotenv", "vault"];
+
+/// One target as the playbook declares it.
+#[derive(Clone, Debug)]
+pub struct TargetSpec {
+    pub name: String,
+    /// Field path of the entry, such as `targets[2]`, for messages.
+    pub path: String,
+    /// Line of the entry in the playbook.
+    pub line: usize,
+    pub kind: TargetKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum TargetKind {
+    File(file::FileSpec),
+    Dotenv(dotenv::DotenvSpec),
+    Vault(vault::VaultSpec),
+}
+
+impl TargetSpec {
+    /// Decodes one entry of `targets:`.
+    pub fn decode(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Option<Self> {
+        let mut reader = MapReader::new(node, path, cx)?;
+        let name: String = reader.required("name", cx);
+        if let Some(name_node) = reader.value("name") {
+            check_name(name_node, &reader.path_of("name"), &name, cx);
+        }
+        let kind_name = match reader.value("type") {
+            Some(type_node) => decode_choice(type_node, &reader.path_of("type"), cx, KINDS),
+            None => {
+                cx.error_hint(
+                    node,
+                    path,
+                    "missing required field `type`",
+                    format!("set type to one of: {}", KINDS.join(", ")),
+                );
+                None
+            }
+        };
+        let kind = match kind_name {
+            Some("file") => Some(TargetKind::File(file::FileSpec::decode(&mut reader, cx))),
+            Some("dotenv") => Some(TargetKind::Dotenv(dotenv::DotenvSpec::decode(
+                &mut reader,
+                cx,
+            ))),
+            Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
+            // Without a valid type the other fields cannot be checked, so
+            // they are not reported as unknown either.
+            _ => return None,
+        };
+        reader.finish(cx);
+        Some(Self {
+            name,
+            path: path.to_string(),
+            line: node.line,
+            kind: kind?,
+        })
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            TargetKind::File(_) => "file",
+            TargetKind::Dotenv(_) => "dotenv",
+            TargetKind::Vault(_) => "vault",
+        }
+    }
+
+    /// Builds the target, reading the environment variables it names.
+    pub fn build(&self) -> Result<Box<dyn Target>, SetupError> {
+        let setup = |field: &str, message: String| SetupError {
+            field: format!("{}.{field}", self.path),
+            message,
+        };
+        Ok(match &self.kind {
+            TargetKind::File(spec) => Box::new(file::FileTarget::new(&self.name, spec.clone())),
+            TargetKind::Dotenv(spec) => {
+                Box::new(dotenv::DotenvTarget::new(&self.name, spec.clone()))
+            }
+            TargetKind::Vault(spec) => Box::new(
+                vault::VaultTarget::new(&self.name, spec.clone())
+                    .map_err(|(field, message)| setup(field, message))?,
+            ),
+        })
+    }
+}
+
+/// A problem found when a target is built: a missing environment variable or
+/// an unusable address. Nothing has been contacted yet.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SetupError {
+    pub field: String,
+    pub message: String,
+}
+
+/// What the engine tells a target about the call.
+#[derive(Clone, Debug)]
+pub struct TargetCx {
+    pub run_id: RunId,
+    pub retry: RetryPolicy,
+}
+
+/// What a target saw at preflight.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Public facts (existence, version, mode), journaled in clear.
+    pub state: serde_json::Value,
+    /// Everything `restore` needs to put the previous values back. The
+    /// engine seals it before it reaches the journal.
+    pub previous: SecretBytes,
+    /// One line for plans and logs, such as `version 3` or `mode 0640`.
+    pub summary: String,
+}
+
+/// What a push or restore did.
+#[derive(Clone, Debug, Default)]
+pub struct Receipt {
+    /// Public facts such as the version written; journaled in clear.
+    pub state: serde_json::Value,
+    pub summary: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The playbook does not match what the target found: a KV version 1
+    /// mount, a file that is a directory, a variable missing without
+    /// `create: true`.
+    #[error("{0}")]
+    Misconfigured(String),
+    /// The server or file system could not be reached, or kept failing.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Authentication or permission failure.
+    #[error("{0}")]
+    Denied(String),
+    /// Someone else changed the object since preflight.
+    #[error("{0}")]
+    ConcurrentModification(String),
+    /// The value read back after a write differs from the one written.
+    #[error("{0}")]
+    ReadBackMismatch(String),
+    /// The server answered something keywheel cannot interpret.
+    #[error("{0}")]
+    InvalidResponse(String),
+}
+
+impl TargetError {
+    /// Short class name for journals and `--json` output.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Misconfigured(_) => "misconfigured",
+            Self::Unavailable(_) => "unavailable",
+            Self::Denied(_) => "denied",
+            Self::ConcurrentModification(_) => "concurrent_modification",
+            Self::ReadBackMismatch(_) => "read_back_mismatch",
+            Self::InvalidResponse(_) => "invalid_response",
+        }
+    }
+}
+
+/// A place a key is written to. See the module documentation for the
+/// contract of each method.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The target's name in the playbook.
+    fn name(&self) -> &str;
+
+    /// Where it writes, for plans and messages: never a secret.
+    fn location(&self) -> String;
+
+    /// Reads the current state; never writes.
+    async fn preflight(&self, cx: &TargetCx) -> Result<Snapshot, TargetError>;
+
+    /// Writes `key`'s fields conditionally on `snapshot`, then reads them back.
+    async fn push(
+        &self,
+        cx: &TargetCx,
+        snapshot: &Snapshot,
+        key: &Key,
+    ) -> Result<Receipt, TargetError>;
+
+    /// The key fields the target held at preflight, by key field name, so
+    /// that an issuer can recognise the key in use. Targets that cannot
+    /// tell return nothing.
+    fn previous_fields(&self, _snapshot: &Snapshot) -> crate::issuers::CurrentFields {
+        crate::issuers::CurrentFields::new()
+    }
+
+    /// Puts back the values of `snapshot`; `key` is the new key that `push`
+    /// may have written.
+    async fn restore(
+        &self,
+        cx: &TargetCx,
+        snapshot: &Snapshot,
+        key: &Key,
+    ) -> Result<Receipt, TargetError>;
+}
+
+/// Looks up every mapped key field; the playbook was validated against the
+/// issuer's fields, so a missing one means the issuer broke its contract.
+pub fn mapped_values(
+    key: &Key,
+    mapping: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, SecretBytes)>, TargetError> {
+    mapping
+        .iter()
+        .map(|(slot, field)| {
+            key.field(field)
+                .map(|value| (slot.clone(), value))
+                .ok_or_else(|| {
+                    TargetError::Misconfigured(format!(
+                        "the new key has no field {field:?} for {slot:?}"
+                    ))
+                })
+        })
+        .collect()
+}
