@@ -14,3 +14,4 @@ pub mod secret;
 pub mod issuers;
 pub mod playbook;
 pub mod targets;
+pub mod store;

@@ -1,0 +1,488 @@
+//! The local state directory.
+//!
+//! ```text
+//! STATE_DIR/
+//!   seal.key                  default seal key (0600)
+//!   runs/RUN_ID/journal       append-only journal (0600)
+//!   runs/RUN_ID/playbook.yaml the playbook the run started with (0600)
+//!   locks/PLAYBOOK.lock       lease of the run that holds the playbook
+//!   active/PLAYBOOK           id of the playbook's unfinished run
+//! ```
+//!
+//! A lock file is created with `link(2)` from a fully written temporary
+//! file, so it appears atomically with its content: of any number of
+//! processes that start together, exactly one creates it.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{JournalRead, LeaseHolder, Liveness, RawRecord, Store, StoreError, codec};
+use crate::fsutil::{self, PRIVATE_FILE_MODE};
+use crate::run_id::RunId;
+
+const JOURNAL: &str = "journal";
+const PLAYBOOK_COPY: &str = "playbook.yaml";
+
+pub struct LocalStore {
+    root: PathBuf,
+    /// Open journals: file, byte length and last sequence number.
+    writers: Mutex<HashMap<RunId, Writer>>,
+}
+
+struct Writer {
+    file: File,
+    len: u64,
+    last_seq: u64,
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl LocalStore {
+    /// Opens (and creates, mode 0700) the state directory at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for dir in [
+            root.to_path_buf(),
+            root.join("runs"),
+            root.join("locks"),
+            root.join("active"),
+        ] {
+            fsutil::create_private_dir(&dir).map_err(io_error("cannot create", &dir))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            writers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn run_dir(&self, run: &RunId) -> PathBuf {
+        self.root.join("runs").join(run.as_str())
+    }
+
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
+    }
+
+    fn journal_label(run: &RunId) -> String {
+        format!("journal of run {run}")
+    }
+
+    /// Opens a journal for appending, cutting off a torn last record.
+    fn open_writer(&self, run: &RunId) -> Result<Writer, StoreError> {
+        let path = self.run_dir(run).join(JOURNAL);
+        let bytes = fs::read(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            _ => io_error("cannot read", &path)(err),
+        })?;
+        let decoded = codec::decode(&bytes, &Self::journal_label(run))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_error("cannot open", &path))?;
+        if decoded.torn_tail {
+            tracing::info!(run = %run, "cutting off a torn last journal record");
+            file.set_len(decoded.valid_len)
+                .map_err(io_error("cannot truncate", &path))?;
+            file.sync_all().map_err(io_error("cannot sync", &path))?;
+        }
+        Ok(Writer {
+            file,
+            len: decoded.valid_len,
+            last_seq: decoded.records.last().map_or(0, |r| r.seq),
+        })
+    }
+
+    fn read_holder(path: &Path) -> Result<Option<LeaseHolder>, StoreError> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|err| StoreError::Corrupt {
+                        what: format!("lock file {}", path.display()),
+                        line: 1,
+                        reason: format!(
+                            "{err}; remove it with --break-lock if no keywheel process runs"
+                        ),
+                    })
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("cannot read", path)(err)),
+        }
+    }
+
+    fn write_holder_new(&self, path: &Path, holder: &LeaseHolder) -> Result<bool, StoreError> {
+        let temp = path.with_extension(format!("lock.{}.tmp", std::process::id()));
+        let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
+        fsutil::write_atomic(&temp, &json, PRIVATE_FILE_MODE)
+            .map_err(io_error("cannot write", &temp))?;
+        let linked = fs::hard_link(&temp, path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                fsutil::sync_dir(dir).map_err(io_error("cannot sync", dir))?;
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(io_error("cannot create", path)(err)),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("state directory {}", self.root.display())
+    }
+
+    async fn create_run(&self, run: &RunId, playbook_text: &str) -> Result<(), StoreError> {
+        let dir = self.run_dir(run);
+        match fs::DirBuilder::new().mode_private().create(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::RunExists(run.clone()));
+            }
+            Err(err) => return Err(io_error("cannot create", &dir)(err)),
+        }
+        let copy = dir.join(PLAYBOOK_COPY);
+        fsutil::write_atomic(&copy, playbook_text.as_bytes(), PRIVATE_FILE_MODE)
+            .map_err(io_error("cannot write", &copy))?;
+        let journal = dir.join(JOURNAL);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&journal)
+            .map_err(io_error("cannot create", &journal))?;
+        file.sync_all().map_err(io_error("cannot sync", &journal))?;
+        fsutil::sync_dir(&dir).map_err(io_error("cannot sync", &dir))?;
+        let runs = self.root.join("runs");
+        fsutil::sync_dir(&runs).map_err(io_error("cannot sync", &runs))?;
+        Ok(())
+    }
+
+    async fn append(&self, run: &RunId, record: &RawRecord) -> Result<(), StoreError> {
+        let path = self.run_dir(run).join(JOURNAL);
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if !writers.contains_key(run) {
+            let writer = self.open_writer(run)?;
+            writers.insert(run.clone(), writer);
+        }
+        let Some(writer) = writers.get_mut(run) else {
+            return Err(StoreError::RunNotFound(run.clone()));
+        };
+        // Another process appending to the same journal shows up as a
+        // length this writer did not produce.
+        let on_disk = writer
+            .file
+            .metadata()
+            .map_err(io_error("cannot stat", &path))?
+            .len();
+        if on_disk != writer.len || record.seq != writer.last_seq + 1 {
+            let found = writer.last_seq;
+            writers.remove(run);
+            return Err(StoreError::SequenceConflict {
+                run: run.clone(),
+                expected: record.seq,
+                found: found + 1,
+            });
+        }
+        let bytes = codec::encode(record);
+        let result = (|| {
+            writer.file.seek(SeekFrom::Start(writer.len))?;
+            writer.file.write_all(&bytes)?;
+            writer.file.sync_data()
+        })();
+        if let Err(err) = result {
+            // Cut off whatever part of the record reached the disk, so the
+            // next append starts on a record boundary.
+            let _ = writer.file.set_len(writer.len);
+            let _ = writer.file.sync_data();
+            return Err(io_error("cannot append to", &path)(err));
+        }
+        writer.len += bytes.len() as u64;
+        writer.last_seq = record.seq;
+        Ok(())
+    }
+
+    async fn read(&self, run: &RunId) -> Result<JournalRead, StoreError> {
+        let path = self.run_dir(run).join(JOURNAL);
+        let bytes = fs::read(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            _ => io_error("cannot read", &path)(err),
+        })?;
+        let decoded = codec::decode(&bytes, &Self::journal_label(run))?;
+        Ok(JournalRead {
+            records: decoded.records,
+            torn_tail: decoded.torn_tail,
+        })
+    }
+
+    async fn playbook_text(&self, run: &RunId) -> Result<String, StoreError> {
+        let path = self.run_dir(run).join(PLAYBOOK_COPY);
+        fs::read_to_string(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            _ => io_error("cannot read", &path)(err),
+        })
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        let dir = self.root.join("runs");
+        let mut runs: Vec<RunId> = fs::read_dir(&dir)
+            .map_err(io_error("cannot list", &dir))?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok()?.parse().ok())
+            .collect();
+        runs.sort();
+        Ok(runs)
+    }
+
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: &LeaseHolder,
+        take_over: Option<&RunId>,
+    ) -> Result<(), StoreError> {
+        let path = self.lock_path(name);
+        if self.write_holder_new(&path, holder)? {
+            return Ok(());
+        }
+        let Some((current, liveness)) = self.inspect_lock(name).await? else {
+            // Released between our attempt and the read: try once more.
+            if self.write_holder_new(&path, holder)? {
+                return Ok(());
+            }
+            return Err(StoreError::LockLost {
+                lock: name.to_string(),
+            });
+        };
+        let may_take_over = take_over == Some(&current.run_id)
+            && matches!(liveness, Liveness::Dead | Liveness::Expired);
+        if !may_take_over {
+            return Err(StoreError::Locked {
+                lock: name.to_string(),
+                holder: current,
+                liveness,
+            });
+        }
+        tracing::info!(lock = name, run = %current.run_id, pid = current.pid, "taking over the lock of a run whose process is gone");
+        let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
+        fsutil::write_atomic(&path, &json, PRIVATE_FILE_MODE)
+            .map_err(io_error("cannot write", &path))
+    }
+
+    async fn renew(&self, name: &str, holder: &LeaseHolder) -> Result<(), StoreError> {
+        let path = self.lock_path(name);
+        match Self::read_holder(&path)? {
+            Some(current) if current.run_id == holder.run_id && current.pid == holder.pid => {
+                let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
+                fsutil::write_atomic(&path, &json, PRIVATE_FILE_MODE)
+                    .map_err(io_error("cannot write", &path))
+            }
+            _ => Err(StoreError::LockLost {
+                lock: name.to_string(),
+            }),
+        }
+    }
+
+    async fn release(&self, name: &str, holder: &LeaseHolder) -> Result<(), StoreError> {
+        let path = self.lock_path(name);
+        match Self::read_holder(&path)? {
+            Some(current) if current.run_id == holder.run_id && current.pid == holder.pid => {
+                fsutil::remove_durably(&path).map_err(io_error("cannot remove", &path))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn inspect_lock(
+        &self,
+        name: &str,
+    ) -> Result<Option<(LeaseHolder, Liveness)>, StoreError> {
+        let path = self.lock_path(name);
+        Ok(Self::read_holder(&path)?.map(|holder| {
+            let liveness = liveness_of(&holder);
+            (holder, liveness)
+        }))
+    }
+
+    async fn break_lock(&self, name: &str) -> Result<Option<LeaseHolder>, StoreError> {
+        let path = self.lock_path(name);
+        let holder = match Self::read_holder(&path) {
+            Ok(holder) => holder,
+            Err(StoreError::Corrupt { .. }) => None,
+            Err(err) => return Err(err),
+        };
+        fsutil::remove_durably(&path).map_err(io_error("cannot remove", &path))?;
+        Ok(holder)
+    }
+
+    async fn active_run(&self, playbook: &str) -> Result<Option<RunId>, StoreError> {
+        let path = self.root.join("active").join(playbook);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text.trim().parse().ok()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("cannot read", &path)(err)),
+        }
+    }
+
+    async fn set_active_run(&self, playbook: &str, run: Option<&RunId>) -> Result<(), StoreError> {
+        let path = self.root.join("active").join(playbook);
+        match run {
+            Some(run) => {
+                fsutil::write_atomic(&path, format!("{run}\n").as_bytes(), PRIVATE_FILE_MODE)
+                    .map_err(io_error("cannot write", &path))
+            }
+            None => fsutil::remove_durably(&path).map_err(io_error("cannot remove", &path)),
+        }
+    }
+}
+
+trait DirBuilderPrivate {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl DirBuilderPrivate for fs::DirBuilder {
+    fn mode_private(&mut self) -> &mut Self {
+        use std::os::unix::fs::DirBuilderExt;
+        self.mode(fsutil::PRIVATE_DIR_MODE)
+    }
+}
+
+/// Decides whether a lock's holder still runs.
+pub fn liveness_of(holder: &LeaseHolder) -> Liveness {
+    if holder.host == crate::host::hostname() {
+        return match crate::host::process_start(holder.pid) {
+            Some(start) if holder.pid_start.is_none_or(|s| s == start) => Liveness::Alive,
+            _ => Liveness::Dead,
+        };
+    }
+    let expired = holder
+        .expires_at
+        .parse::<jiff::Timestamp>()
+        .is_ok_and(|expiry| expiry < jiff::Timestamp::now());
+    if expired {
+        Liveness::Expired
+    } else {
+        Liveness::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(run: &str, pid: u32) -> LeaseHolder {
+        LeaseHolder {
+            run_id: run.parse().unwrap(),
+            host: crate::host::hostname(),
+            pid,
+            pid_start: crate::host::process_start(pid),
+            acquired_at: "2026-12-04T00:00:00Z".into(),
+            expires_at: "2099-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn run_id() -> RunId {
+        "20261204-120000-abcdef".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn append_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_run(&run_id(), "version: 1\n").await.unwrap();
+        for seq in 1..=3 {
+            let record = RawRecord {
+                seq,
+                json: format!("{{\"seq\":{seq}}}"),
+            };
+            store.append(&run_id(), &record).await.unwrap();
+        }
+        let read = store.read(&run_id()).await.unwrap();
+        assert_eq!(read.records.len(), 3);
+        let mode = fsutil::mode_of(
+            &dir.path()
+                .join("runs")
+                .join(run_id().as_str())
+                .join(JOURNAL),
+        )
+        .unwrap();
+        assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn append_rejects_sequence_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_run(&run_id(), "").await.unwrap();
+        let record = RawRecord {
+            seq: 2,
+            json: "{\"seq\":2}".into(),
+        };
+        let err = store.append(&run_id(), &record).await.unwrap_err();
+        assert!(matches!(err, StoreError::SequenceConflict { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn second_acquire_names_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let me = holder("20261204-120000-aaaaaa", std::process::id());
+        store.acquire("pb", &me, None).await.unwrap();
+        let other = holder("20261204-120001-bbbbbb", std::process::id());
+        let err = store.acquire("pb", &other, None).await.unwrap_err();
+        match err {
+            StoreError::Locked {
+                holder, liveness, ..
+            } => {
+                assert_eq!(holder.run_id, me.run_id);
+                assert_eq!(liveness, Liveness::Alive);
+            }
+            other => panic!("{other}"),
+        }
+        store.release("pb", &me).await.unwrap();
+        store.acquire("pb", &other, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn dead_holder_can_be_taken_over_by_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        // A pid far above any default pid_max cannot be running.
+        let dead = LeaseHolder {
+            pid: 4_000_000_000,
+            pid_start: Some(1),
+            ..holder("20261204-120000-aaaaaa", 1)
+        };
+        store.acquire("pb", &dead, None).await.unwrap();
+        let (_, liveness) = store.inspect_lock("pb").await.unwrap().unwrap();
+        assert_eq!(liveness, Liveness::Dead);
+        let other = holder("20261204-120001-bbbbbb", std::process::id());
+        assert!(
+            store
+                .acquire("pb", &other, Some(&other.run_id))
+                .await
+                .is_err()
+        );
+        let same_run = holder("20261204-120000-aaaaaa", std::process::id());
+        store
+            .acquire("pb", &same_run, Some(&same_run.run_id))
+            .await
+            .unwrap();
+    }
+}
