@@ -1,17 +1,25 @@
 //! keywheel rotates API keys and other secrets safely.
+//!
+//! A playbook ([`playbook`]) describes one credential: the issuer that makes
+//! its keys ([`issuers`]) and the targets that hold it ([`targets`]). The
+//! engine ([`engine`]) walks the rotation as a journaled, resumable state
+//! machine with rollback, storing journals and locks through [`store`] and
+//! sealing every secret it must remember with [`seal`].
 
 // Tests may unwrap: a panic there is a failed test, not a crash a user sees.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod engine;
 pub mod exit;
 pub mod fsutil;
 pub mod host;
+pub mod issuers;
 pub mod key;
+pub mod output;
+pub mod playbook;
 pub mod retry;
 pub mod run_id;
 pub mod seal;
 pub mod secret;
-pub mod issuers;
-pub mod playbook;
-pub mod targets;
 pub mod store;
+pub mod targets;

@@ -1,0 +1,284 @@
+//! One function per subcommand.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keywheel::engine::record::Mode;
+use keywheel::engine::report::{RunReport, RunStatus};
+use keywheel::engine::{Engine, EngineError, EngineOptions, RunSelector};
+use keywheel::exit::ExitStatus;
+use keywheel::output::{Output, OutputOptions, render};
+use keywheel::playbook::{self, decode::Severity};
+use keywheel::seal::{KeySource, Sealer};
+use keywheel::store::local::LocalStore;
+
+use super::{Cli, Command};
+
+pub async fn dispatch(cli: Cli) -> ExitStatus {
+    let out = Arc::new(Output::new(OutputOptions {
+        quiet: cli.quiet,
+        yes: cli.yes,
+        no_input: cli.no_input,
+    }));
+    let result = match &cli.command {
+        Command::Validate { playbooks } => Ok(validate(&out, playbooks, cli.json)),
+        Command::Plan { playbook } => plan(&out, playbook, cli.json).await,
+        Command::Run {
+            playbook,
+            break_lock,
+        } => run(&cli, &out, playbook, *break_lock).await,
+        Command::Resume { run, break_lock } => {
+            resume(&cli, &out, run.as_deref(), *break_lock).await
+        }
+        Command::Rollback { run, break_lock } => rollback(&cli, &out, run, *break_lock).await,
+        Command::Status { run } => status(&cli, &out, run.clone()).await,
+        Command::History { playbook, limit } => {
+            history(&cli, &out, playbook.as_deref(), *limit).await
+        }
+    };
+    match result {
+        Ok(status) => status,
+        Err(err) => {
+            report_error(&out, &err, cli.json);
+            err.exit_status()
+        }
+    }
+}
+
+fn report_error(out: &Output, err: &EngineError, json: bool) {
+    if json {
+        let value =
+            serde_json::json!({"error": err.to_string(), "exit_code": err.exit_status().code()});
+        println!("{value}");
+    }
+    if let EngineError::Playbook(errors) = err {
+        eprint!("{errors}");
+        return;
+    }
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(&format!("\n  caused by: {cause}"));
+        source = cause.source();
+    }
+    out.error(message);
+}
+
+fn state_dir(cli: &Cli) -> PathBuf {
+    cli.state_dir.clone().unwrap_or_else(|| {
+        dirs::state_dir()
+            .or_else(|| dirs::home_dir().map(|home| home.join(".local").join("state")))
+            .unwrap_or_else(|| PathBuf::from(".keywheel-state"))
+            .join("keywheel")
+    })
+}
+
+fn engine(cli: &Cli, out: &Arc<Output>, break_lock: bool) -> Result<Engine, EngineError> {
+    let dir = state_dir(cli);
+    let store = LocalStore::open(&dir)?;
+    let (sealer, source) = Sealer::load(cli.seal_key_file.as_deref(), &dir)?;
+    if let KeySource::Created(path) = source {
+        out.status(
+            "Created",
+            format!(
+                "seal key {} (keep it: journals cannot be read without it)",
+                path.display()
+            ),
+        );
+    }
+    let options = EngineOptions {
+        break_lock,
+        ..EngineOptions::default()
+    };
+    Ok(Engine::new(Arc::new(store), sealer, out.clone(), options))
+}
+
+fn validate(out: &Output, paths: &[PathBuf], json: bool) -> ExitStatus {
+    let mut all_valid = true;
+    let mut results = Vec::new();
+    for path in paths {
+        match playbook::load(path) {
+            Ok(book) => {
+                for warning in &book.warnings {
+                    out.warn(format!(
+                        "{}:{}:{}: {warning}",
+                        path.display(),
+                        warning.line,
+                        warning.column
+                    ));
+                }
+                out.status(
+                    "Valid",
+                    format!(
+                        "{} ({}: {} issuer, {} target(s))",
+                        path.display(),
+                        book.name,
+                        book.issuer.kind_name(),
+                        book.targets.len()
+                    ),
+                );
+                results.push(serde_json::json!({
+                    "path": path, "valid": true, "name": book.name,
+                    "errors": [], "warnings": diagnostics_json(&book.warnings),
+                }));
+            }
+            Err(errors) => {
+                all_valid = false;
+                eprint!("{errors}");
+                let (errs, warnings): (Vec<_>, Vec<_>) = errors
+                    .diagnostics
+                    .iter()
+                    .cloned()
+                    .partition(|d| d.severity == Severity::Error);
+                results.push(serde_json::json!({
+                    "path": path, "valid": false, "name": null,
+                    "errors": diagnostics_json(&errs), "warnings": diagnostics_json(&warnings),
+                }));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({ "playbooks": results }));
+    }
+    if all_valid {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Usage
+    }
+}
+
+fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json::Value {
+    diagnostics
+        .iter()
+        .map(|d| serde_json::json!({"line": d.line, "column": d.column, "field": d.path, "message": d.message, "hint": d.hint}))
+        .collect()
+}
+
+async fn plan(out: &Output, path: &Path, json: bool) -> Result<ExitStatus, EngineError> {
+    let book = playbook::load(path)?;
+    for warning in &book.warnings {
+        out.warn(format!("{}: {warning}", path.display()));
+    }
+    let plan = keywheel::engine::plan::plan(&book, Default::default()).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render::plan(&plan));
+    }
+    Ok(if plan.problems.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failed
+    })
+}
+
+async fn run(
+    cli: &Cli,
+    out: &Arc<Output>,
+    path: &Path,
+    break_lock: bool,
+) -> Result<ExitStatus, EngineError> {
+    let book = playbook::load(path)?;
+    let engine = engine(cli, out, break_lock)?;
+    let report = engine.run(book, Mode::Scheduled).await?;
+    Ok(finish(out, &report, cli.json, false))
+}
+
+async fn resume(
+    cli: &Cli,
+    out: &Arc<Output>,
+    run: Option<&str>,
+    break_lock: bool,
+) -> Result<ExitStatus, EngineError> {
+    let engine = engine(cli, out, break_lock)?;
+    let report = engine.resume(run).await?;
+    Ok(finish(out, &report, cli.json, false))
+}
+
+async fn rollback(
+    cli: &Cli,
+    out: &Arc<Output>,
+    run: &str,
+    break_lock: bool,
+) -> Result<ExitStatus, EngineError> {
+    let engine = engine(cli, out, break_lock)?;
+    let report = engine.rollback(run).await?;
+    Ok(finish(out, &report, cli.json, true))
+}
+
+/// Prints the end of a run and picks the exit status. A rollback the
+/// operator asked for succeeds when the run ends rolled back.
+fn finish(out: &Output, report: &RunReport, json: bool, rollback_requested: bool) -> ExitStatus {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    }
+    match report.status {
+        RunStatus::Held | RunStatus::NeedsAttention | RunStatus::Interrupted => {
+            out.warn(format!(
+                "run {} is {}: `keywheel status {0}` shows what to do",
+                report.run_id,
+                report.status.as_str()
+            ));
+        }
+        _ => {}
+    }
+    match report.status {
+        RunStatus::Completed => ExitStatus::Success,
+        RunStatus::RolledBack if rollback_requested => ExitStatus::Success,
+        RunStatus::RolledBack | RunStatus::Failed => ExitStatus::Failed,
+        RunStatus::Held | RunStatus::NeedsAttention | RunStatus::Interrupted => {
+            ExitStatus::Attention
+        }
+    }
+}
+
+async fn status(
+    cli: &Cli,
+    out: &Arc<Output>,
+    run: Option<String>,
+) -> Result<ExitStatus, EngineError> {
+    let engine = engine(cli, out, false)?;
+    let selector = match run {
+        Some(id) => RunSelector::Id(id),
+        None => RunSelector::Current,
+    };
+    let reports = engine.status(selector).await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"runs": reports})).unwrap_or_default()
+        );
+    } else if reports.is_empty() {
+        println!("no runs yet");
+    } else {
+        for report in &reports {
+            print!("{}", render::run_report(report));
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn history(
+    cli: &Cli,
+    out: &Arc<Output>,
+    playbook: Option<&str>,
+    limit: usize,
+) -> Result<ExitStatus, EngineError> {
+    let engine = engine(cli, out, false)?;
+    let reports = engine.history(playbook, limit).await?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"runs": reports})).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render::history(&reports));
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,157 @@
+//! Command-line arguments and the dispatch to one function per subcommand.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+use keywheel::exit::{EXIT_CODES_HELP, ExitStatus};
+
+const ABOUT: &str = "Rotate API keys and other secrets safely.
+
+A playbook describes one credential: where new keys come from and every place \
+the key is stored. `keywheel run` generates a new key, pushes it to every \
+target, verifies it, revokes the old key, and rolls everything back on failure. \
+Every step is journaled, so an interrupted run can be resumed or rolled back.";
+
+#[derive(Debug, Parser)]
+#[command(name = "keywheel", version, about = ABOUT, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Directory for journals, locks and the default seal key
+    /// [default: $XDG_STATE_HOME/keywheel or ~/.local/state/keywheel]
+    #[arg(long, global = true, value_name = "DIR", env = "KEYWHEEL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// File holding the 32-byte key that seals secrets in journals
+    /// [default: seal.key in the state directory, created on first use; the
+    /// KEYWHEEL_SEAL_KEY variable, when set, takes precedence]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "KEYWHEEL_SEAL_KEY_FILE"
+    )]
+    pub seal_key_file: Option<PathBuf>,
+
+    /// Answer yes to every question, including the one before the point of
+    /// no return
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+
+    /// Never ask a question; stop where one would be asked
+    #[arg(long, global = true)]
+    pub no_input: bool,
+
+    /// Print only warnings and errors on stderr
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log more detail on stderr (-v: info, -vv: debug, -vvv: trace)
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check playbooks without contacting anything
+    Validate {
+        /// Playbook files
+        #[arg(required = true, value_name = "PLAYBOOK")]
+        playbooks: Vec<PathBuf>,
+    },
+    /// Show what a run would do, using read-only calls only
+    Plan {
+        #[arg(value_name = "PLAYBOOK")]
+        playbook: PathBuf,
+    },
+    /// Rotate the credential a playbook describes
+    Run {
+        #[arg(value_name = "PLAYBOOK")]
+        playbook: PathBuf,
+        /// Remove a lock left by a keywheel process that is gone
+        #[arg(long)]
+        break_lock: bool,
+    },
+    /// Finish an interrupted or held run
+    Resume {
+        /// Run id or a unique prefix of one [default: the one unfinished run]
+        #[arg(value_name = "RUN")]
+        run: Option<String>,
+        /// Remove a lock left by a keywheel process that is gone
+        #[arg(long)]
+        break_lock: bool,
+    },
+    /// Undo an unfinished run: restore every target and delete the new key
+    Rollback {
+        /// Run id or a unique prefix of one
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// Remove a lock left by a keywheel process that is gone
+        #[arg(long)]
+        break_lock: bool,
+    },
+    /// Show a run in detail [default: unfinished runs, else the latest]
+    Status {
+        #[arg(value_name = "RUN")]
+        run: Option<String>,
+    },
+    /// List past runs, newest first
+    History {
+        /// Only runs of this playbook name
+        #[arg(long, value_name = "NAME")]
+        playbook: Option<String>,
+        /// Number of runs to list
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+    },
+}
+
+/// Runs the subcommand and returns the exit status.
+pub async fn dispatch(cli: Cli) -> ExitStatus {
+    commands::dispatch(cli).await
+}
+
+/// Sends logs to stderr. `KEYWHEEL_LOG` overrides the level with a
+/// `tracing` filter such as `keywheel=debug`.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    // Dependencies log their own internals at info and debug; keep them at
+    // warn unless the filter is set explicitly.
+    let default =
+        format!("{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn");
+    let filter = std::env::var("KEYWHEEL_LOG").unwrap_or(default);
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Replaces Rust's panic output (which may include a backtrace) with one
+/// line that asks for a bug report.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: keywheel hit an internal error{location}; the journal is intact, so `keywheel status` shows where the run stands. Please report this as a bug."
+        );
+    }));
+}

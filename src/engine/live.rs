@@ -1,0 +1,666 @@
+//! A run in progress: the forward steps.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+
+use super::journal::Journal;
+use super::record::{Event, IssuerRecord, Outcome, Step, TargetRecord};
+use super::state::RunState;
+use super::{Engine, EngineError};
+use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerSnapshot, Revocation};
+use crate::key::Key;
+use crate::output::Confirmation;
+use crate::playbook::{PartialFailure, Playbook};
+use crate::secret::SecretBytes;
+use crate::targets::{Snapshot, Target, TargetCx};
+
+pub struct Live<'e> {
+    pub(super) engine: &'e Engine,
+    pub(super) journal: Journal,
+    pub(super) playbook: Playbook,
+    pub(super) issuer: Box<dyn Issuer>,
+    /// In playbook order.
+    pub(super) targets: Vec<Arc<dyn Target>>,
+    pub(super) tcx: TargetCx,
+    pub(super) icx: IssuerCx,
+}
+
+/// Returns the step that passed the point of no return, if any.
+pub fn point_of_no_return_passed(state: &RunState) -> Option<String> {
+    if state.was_attempted(&Step::Retire) {
+        return Some(Step::Retire.to_string());
+    }
+    None
+}
+
+impl<'e> Live<'e> {
+    pub fn new(
+        engine: &'e Engine,
+        journal: Journal,
+        playbook: Playbook,
+        issuer: Box<dyn Issuer>,
+        targets: Vec<Arc<dyn Target>>,
+    ) -> Self {
+        let run_id = journal.run_id().clone();
+        Self {
+            tcx: TargetCx {
+                run_id: run_id.clone(),
+                retry: engine.options.retry,
+            },
+            icx: IssuerCx {
+                run_id,
+                retry: engine.options.retry,
+            },
+            engine,
+            journal,
+            playbook,
+            issuer,
+            targets,
+        }
+    }
+
+    pub async fn state(&self) -> RunState {
+        self.journal.state().await
+    }
+
+    pub async fn is_rolling_back(&self) -> bool {
+        self.journal.state().await.is_rolling_back()
+    }
+
+    /// Appends an event; a failure to write stops the run.
+    pub(super) async fn record(&self, event: Event) -> Result<(), EngineError> {
+        self.journal
+            .append(event)
+            .await
+            .map(drop)
+            .map_err(|source| EngineError::Journal {
+                run: self.journal.run_id().clone(),
+                source,
+            })
+    }
+
+    fn out(&self) -> &crate::output::Output {
+        &self.engine.out
+    }
+
+    /// Walks the forward steps from the first one not done.
+    pub async fn forward(&self) -> Result<(), EngineError> {
+        if self.state().await.issuer.is_none() && !self.preflight().await? {
+            return Ok(());
+        }
+        if self.state().await.key.is_none() && !self.generate().await? {
+            return Ok(());
+        }
+        let key = self.new_key().await?;
+        if !self.verify(&key).await? {
+            return Ok(());
+        }
+
+        let failures = self.push_all(&key).await?;
+        if !failures.is_empty() {
+            let reason = format!("push failed for {}", failures.join(", "));
+            return match self.playbook.policy.on_partial_failure {
+                PartialFailure::Rollback => self.roll_back(Some(&reason)).await,
+                PartialFailure::Hold => {
+                    self.out().warn(format!(
+                        "holding the run: {reason}; fix the cause and run `keywheel resume {}`, or undo with `keywheel rollback {0}`",
+                        self.journal.run_id()
+                    ));
+                    self.record(Event::Held { reason }).await
+                }
+            };
+        }
+
+        if !self.revoke_and_retire().await? {
+            return Ok(());
+        }
+        let summary = format!(
+            "rotated {}: new key {} is in {} target(s)",
+            self.playbook.name,
+            key.id,
+            self.targets.len()
+        );
+        self.out().status("Completed", &summary);
+        self.record(Event::Finished {
+            outcome: Outcome::Completed,
+            summary,
+        })
+        .await
+    }
+
+    /// Read-only checks of every target and the issuer. Returns false when
+    /// the run stopped (recorded as failed: nothing was changed).
+    async fn preflight(&self) -> Result<bool, EngineError> {
+        self.out().status(
+            "Checking",
+            format!(
+                "{} target(s) and the {} issuer",
+                self.targets.len(),
+                self.issuer.kind()
+            ),
+        );
+        let concurrency = self.playbook.policy.concurrency;
+        let results: Vec<_> = futures_util::stream::iter(self.targets.iter())
+            .map(|target| async move { (target, target.preflight(&self.tcx).await) })
+            .buffered(concurrency)
+            .collect()
+            .await;
+
+        let mut problems = Vec::new();
+        let mut snapshots = Vec::new();
+        for (target, result) in results {
+            match result {
+                Ok(snapshot) => snapshots.push((target, snapshot)),
+                Err(err) => {
+                    self.out().error(format!("{}: {err}", target.name()));
+                    problems.push(format!("{}: {err}", target.name()));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return self
+                .fail_unchanged(format!("preflight failed: {}", problems.join("; ")))
+                .await;
+        }
+
+        let mut current = CurrentFields::new();
+        for (target, snapshot) in &snapshots {
+            for (field, value) in target.previous_fields(snapshot) {
+                current.entry(field).or_insert(value);
+            }
+        }
+        let issuer_snapshot = match self.issuer.preflight(&self.icx, &current).await {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                self.out().error(format!("issuer: {err}"));
+                return self
+                    .fail_unchanged(format!(
+                        "preflight of the {} issuer failed: {err}",
+                        self.issuer.kind()
+                    ))
+                    .await;
+            }
+        };
+
+        let run_id = self.journal.run_id();
+        let targets = snapshots
+            .into_iter()
+            .map(|(target, snapshot)| {
+                self.out().status(
+                    "Checked",
+                    format!("{}: {}", target.location(), snapshot.summary),
+                );
+                TargetRecord {
+                    name: target.name().to_string(),
+                    location: target.location(),
+                    previous: self
+                        .engine
+                        .sealer
+                        .seal(&target_purpose(run_id, target.name()), &snapshot.previous),
+                    state: snapshot.state,
+                    summary: snapshot.summary,
+                }
+            })
+            .collect();
+        self.record(Event::Preflight {
+            issuer: IssuerRecord {
+                kind: self.issuer.kind().to_string(),
+                state: issuer_snapshot.state,
+                old_key_id: issuer_snapshot.old_key_id,
+                summary: issuer_snapshot.summary,
+            },
+            targets,
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Ends a run that changed nothing.
+    pub(super) async fn fail_unchanged(&self, summary: String) -> Result<bool, EngineError> {
+        self.out()
+            .error(format!("run failed, nothing was changed: {summary}"));
+        self.record(Event::Finished {
+            outcome: Outcome::Failed,
+            summary,
+        })
+        .await?;
+        Ok(false)
+    }
+
+    /// Makes the new key and seals it into the journal before anything
+    /// else sees it.
+    async fn generate(&self) -> Result<bool, EngineError> {
+        let state = self.state().await;
+        let snapshot = self.issuer_snapshot(&state);
+        let attempt = state.status(&Step::Generate).map_or(0, |s| s.attempt()) + 1;
+
+        if state.was_attempted(&Step::Generate) {
+            // A create was announced but its key never reached the journal:
+            // look for what it made before making another.
+            let recovered = match self.issuer.find_created(&self.icx).await {
+                Ok(recovered) => recovered,
+                Err(err) => {
+                    let message =
+                        format!("cannot look for a key created before the interruption: {err}");
+                    self.out().error(&message);
+                    self.record(Event::NeedsAttention {
+                        items: vec![message],
+                    })
+                    .await?;
+                    return Ok(false);
+                }
+            };
+            for orphan in recovered.orphan_ids {
+                if !self.delete_orphan(&orphan).await? {
+                    return Ok(false);
+                }
+            }
+            if let Some(key) = recovered.key {
+                self.out().status(
+                    "Recovered",
+                    format!("key {} created before the interruption", key.id),
+                );
+                self.seal_key(&key).await?;
+                return Ok(true);
+            }
+        }
+
+        self.record(Event::Intent {
+            step: Step::Generate,
+            attempt,
+        })
+        .await?;
+        let spinner = self.out().spinner(format!(
+            "Generating a key with the {} issuer",
+            self.issuer.kind()
+        ));
+        let created = self.issuer.create(&self.icx, &snapshot).await;
+        drop(spinner);
+        match created {
+            Ok(key) => {
+                self.seal_key(&key).await?;
+                self.out().status("Generated", format!("key {}", key.id));
+                Ok(true)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step: Step::Generate,
+                    class: err.class().to_string(),
+                    error: err.to_string(),
+                })
+                .await?;
+                self.out().error(format!("generate: {err}"));
+                // The create may have succeeded at the issuer with its answer
+                // lost; find and delete such a key.
+                if let Ok(recovered) = self.issuer.find_created(&self.icx).await {
+                    let mut orphans = recovered.orphan_ids;
+                    orphans.extend(recovered.key.map(|k| k.id));
+                    for orphan in orphans {
+                        if !self.delete_orphan(&orphan).await? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                self.fail_unchanged(format!("the issuer could not create a key: {err}"))
+                    .await
+            }
+        }
+    }
+
+    async fn seal_key(&self, key: &Key) -> Result<(), EngineError> {
+        let sealed = self
+            .engine
+            .sealer
+            .seal(&key_purpose(self.journal.run_id()), &key.to_sealable());
+        self.record(Event::KeyCreated {
+            key_id: key.id.clone(),
+            key: sealed,
+        })
+        .await?;
+        self.record(Event::Done {
+            step: Step::Generate,
+            summary: format!("created key {}", key.id),
+            detail: serde_json::Value::Null,
+        })
+        .await
+    }
+
+    async fn delete_orphan(&self, key_id: &str) -> Result<bool, EngineError> {
+        let step = Step::DeleteOrphan(key_id.to_string());
+        self.record(Event::Intent {
+            step: step.clone(),
+            attempt: 1,
+        })
+        .await?;
+        match self.issuer.delete(&self.icx, key_id).await {
+            Ok(()) => {
+                self.out().status(
+                    "Deleted",
+                    format!("key {key_id}, created before an interruption"),
+                );
+                self.record(Event::Done {
+                    step,
+                    summary: "deleted".into(),
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+                Ok(true)
+            }
+            Err(err) => {
+                let message = format!(
+                    "key {key_id} was created by this run but its secret is lost, and deleting it failed: {err}; delete it at the issuer by hand"
+                );
+                self.record(Event::Failed {
+                    step,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                self.out().error(&message);
+                self.record(Event::NeedsAttention {
+                    items: vec![message],
+                })
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The new key, unsealed from the journal.
+    pub(super) async fn new_key(&self) -> Result<Key, EngineError> {
+        let state = self.state().await;
+        let Some((_, sealed)) = state.key.clone() else {
+            return Err(corrupt(&state, "the run has no new key"));
+        };
+        let bytes = self
+            .engine
+            .sealer
+            .open(&key_purpose(&state.run_id), &sealed)?;
+        Key::from_sealable(&bytes).map_err(|reason| corrupt(&state, &reason))
+    }
+
+    pub(super) fn issuer_snapshot(&self, state: &RunState) -> IssuerSnapshot {
+        let record = state.issuer.clone().unwrap_or_default();
+        IssuerSnapshot {
+            state: record.state,
+            old_key_id: record.old_key_id,
+            summary: record.summary,
+        }
+    }
+
+    /// The preflight snapshot of a target, unsealed.
+    pub(super) fn snapshot_of(
+        &self,
+        state: &RunState,
+        name: &str,
+    ) -> Result<Snapshot, EngineError> {
+        let record = state
+            .target(name)
+            .ok_or_else(|| corrupt(state, &format!("target {name} has no preflight record")))?;
+        let previous: SecretBytes = self
+            .engine
+            .sealer
+            .open(&target_purpose(&state.run_id, name), &record.previous)?;
+        Ok(Snapshot {
+            state: record.state.clone(),
+            previous,
+            summary: record.summary.clone(),
+        })
+    }
+
+    /// Lets the issuer check the new key. On failure the run is rolled
+    /// back: nothing was pushed yet, so only the new key goes.
+    async fn verify(&self, key: &Key) -> Result<bool, EngineError> {
+        let state = self.state().await;
+        if state.is_done(&Step::Verify) {
+            return Ok(true);
+        }
+        let attempt = state.status(&Step::Verify).map_or(0, |s| s.attempt()) + 1;
+        self.record(Event::Intent {
+            step: Step::Verify,
+            attempt,
+        })
+        .await?;
+        let spinner = self.out().spinner(format!("Verifying key {}", key.id));
+        let result = self.issuer.verify(&self.icx, key).await;
+        drop(spinner);
+        match result {
+            Ok(checked) => {
+                let summary = match checked {
+                    Some(summary) => {
+                        self.out()
+                            .status("Verified", format!("key {}: {summary}", key.id));
+                        summary
+                    }
+                    None => format!(
+                        "skipped: the {} issuer has no way to check a key",
+                        self.issuer.kind()
+                    ),
+                };
+                self.record(Event::Done {
+                    step: Step::Verify,
+                    summary,
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+                Ok(true)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step: Step::Verify,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                self.roll_back(Some(&format!("the new key failed verification: {err}")))
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Pushes the key to every target not yet done, a bounded number at a
+    /// time. Returns the names of the targets that failed.
+    async fn push_all(&self, key: &Key) -> Result<Vec<String>, EngineError> {
+        let state = self.state().await;
+        let pending: Vec<&Arc<dyn Target>> = self
+            .targets
+            .iter()
+            .filter(|t| !state.is_done(&Step::Push(t.name().to_string())))
+            .collect();
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bar = self.out().bar(pending.len() as u64, "Pushing");
+        let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
+            .map(|target| {
+                let state = &state;
+                let bar = bar.as_ref();
+                async move {
+                    let result = self.push_one(state, target.as_ref(), key, bar).await;
+                    if let Some(bar) = bar {
+                        bar.inc(1);
+                    }
+                    result
+                }
+            })
+            .buffer_unordered(self.playbook.policy.concurrency)
+            .collect()
+            .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let mut failures = Vec::new();
+        for result in results {
+            if let Some(name) = result? {
+                failures.push(name);
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Pushes one target. Returns its name when it failed.
+    async fn push_one(
+        &self,
+        state: &RunState,
+        target: &dyn Target,
+        key: &Key,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<Option<String>, EngineError> {
+        let name = target.name().to_string();
+        let step = Step::Push(name.clone());
+        let attempt = state.status(&step).map_or(0, |s| s.attempt()) + 1;
+        let snapshot = self.snapshot_of(state, &name)?;
+        self.record(Event::Intent {
+            step: step.clone(),
+            attempt,
+        })
+        .await?;
+        match target.push(&self.tcx, &snapshot, key).await {
+            Ok(receipt) => {
+                self.out()
+                    .status_with(bar, "Pushed", format!("{name}: {}", receipt.summary));
+                self.record(Event::Done {
+                    step,
+                    summary: receipt.summary,
+                    detail: receipt.state,
+                })
+                .await?;
+                Ok(None)
+            }
+            Err(err) => {
+                self.out()
+                    .status_with(bar, "Failed", format!("{name}: {err}"));
+                self.record(Event::Failed {
+                    step,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                Ok(Some(name))
+            }
+        }
+    }
+
+    /// Revokes and retires the old key as the issuer allows. Returns false
+    /// when the run stopped (held before the point of no return, or rolled
+    /// back).
+    async fn revoke_and_retire(&self) -> Result<bool, EngineError> {
+        let revocation = self.issuer.revocation();
+        if revocation == Revocation::Replace {
+            return Ok(true);
+        }
+        let state = self.state().await;
+        let Some(old_id) = state.issuer.as_ref().and_then(|i| i.old_key_id.clone()) else {
+            self.out()
+                .warn("the issuer found no old key to revoke; only the new key was put in place");
+            return Ok(true);
+        };
+        if revocation == Revocation::DisableThenDelete && !state.is_done(&Step::Revoke) {
+            let attempt = state.status(&Step::Revoke).map_or(0, |s| s.attempt()) + 1;
+            self.record(Event::Intent {
+                step: Step::Revoke,
+                attempt,
+            })
+            .await?;
+            match self.issuer.disable(&self.icx, &old_id).await {
+                Ok(()) => {
+                    self.out().status("Disabled", format!("old key {old_id}"));
+                    self.record(Event::Done {
+                        step: Step::Revoke,
+                        summary: format!("disabled {old_id}"),
+                        detail: serde_json::Value::Null,
+                    })
+                    .await?;
+                }
+                Err(err) => {
+                    self.record(Event::Failed {
+                        step: Step::Revoke,
+                        class: err.class().into(),
+                        error: err.to_string(),
+                    })
+                    .await?;
+                    self.roll_back(Some(&format!("disabling the old key failed: {err}")))
+                        .await?;
+                    return Ok(false);
+                }
+            }
+        }
+        if !self.state().await.is_done(&Step::Retire) {
+            if !self.confirm_point_of_no_return(&old_id).await? {
+                return Ok(false);
+            }
+            let attempt = state.status(&Step::Retire).map_or(0, |s| s.attempt()) + 1;
+            self.record(Event::Intent {
+                step: Step::Retire,
+                attempt,
+            })
+            .await?;
+            match self.issuer.delete(&self.icx, &old_id).await {
+                Ok(()) => {
+                    self.out().status("Deleted", format!("old key {old_id}"));
+                    self.record(Event::Done {
+                        step: Step::Retire,
+                        summary: format!("deleted {old_id}"),
+                        detail: serde_json::Value::Null,
+                    })
+                    .await?;
+                }
+                Err(err) => {
+                    self.record(Event::Failed {
+                        step: Step::Retire,
+                        class: err.class().into(),
+                        error: err.to_string(),
+                    })
+                    .await?;
+                    let message = format!(
+                        "the new key is in place, but deleting old key {old_id} failed: {err}; run `keywheel resume {}` to retry",
+                        self.journal.run_id()
+                    );
+                    self.out().error(&message);
+                    self.record(Event::NeedsAttention {
+                        items: vec![message],
+                    })
+                    .await?;
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Asks before deleting the old key. Without a terminal and without
+    /// `--yes`, the run is held there instead.
+    async fn confirm_point_of_no_return(&self, old_id: &str) -> Result<bool, EngineError> {
+        let question =
+            format!("Delete old key {old_id}? After this the rotation cannot be rolled back.");
+        let reason = match self.out().confirm(&question) {
+            Confirmation::Yes => return Ok(true),
+            Confirmation::No => "the operator declined to delete the old key".to_string(),
+            Confirmation::CannotAsk => "stopped before deleting the old key, the point of no return: no terminal to ask on; pass --yes to go on without asking".to_string(),
+        };
+        self.out().warn(format!(
+            "{reason}; run `keywheel resume {} --yes` to finish, or `keywheel rollback {0}` to undo",
+            self.journal.run_id()
+        ));
+        self.record(Event::Held { reason }).await?;
+        Ok(false)
+    }
+}
+
+pub(super) fn key_purpose(run_id: &crate::run_id::RunId) -> String {
+    format!("{run_id}/key")
+}
+
+pub(super) fn target_purpose(run_id: &crate::run_id::RunId, target: &str) -> String {
+    format!("{run_id}/target/{target}")
+}
+
+fn corrupt(state: &RunState, reason: &str) -> EngineError {
+    EngineError::Store(crate::store::StoreError::Corrupt {
+        what: format!("journal of run {}", state.run_id),
+        line: state.last_seq as usize,
+        reason: reason.to_string(),
+    })
+}

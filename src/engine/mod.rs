@@ -1,0 +1,507 @@
+//! The rotation engine: a durable, resumable state machine with rollback.
+//!
+//! A run walks these steps, journaling an intent before each side effect and
+//! its outcome after it (see [`record`]):
+//!
+//! 1. preflight: read-only checks of every target and the issuer; the
+//!    targets' current values are sealed into the journal.
+//! 2. generate: the issuer makes the new key; it is sealed into the journal
+//!    before any target sees it.
+//! 3. verify: the issuer checks that the new key works.
+//! 4. push: every target gets the new values, read back and compared.
+//! 5. revoke: the old key is disabled where the issuer can re-enable it.
+//! 6. retire: the old key is deleted. This is the point of no return.
+//!
+//! Invariants the code below keeps:
+//! - Nothing is pushed before the new key is sealed in the journal, so a
+//!   crash never loses a key that a target holds.
+//! - Nothing old is revoked before every target holds the new key.
+//! - Rollback undoes in reverse order and only while the old key exists:
+//!   re-enable the old key, restore every target, delete the new key.
+//! - A run that started rolling back never goes forward again.
+//!
+//! [`Engine`] is the entry point for `run`, `resume`, `rollback`, `plan`,
+//! `status` and `history`.
+
+mod inspect;
+pub mod journal;
+mod live;
+mod lock;
+pub mod plan;
+pub mod record;
+pub mod report;
+pub mod state;
+mod undo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::exit::ExitStatus;
+use crate::issuers::Issuer;
+use crate::output::Output;
+use crate::playbook::{self, Playbook, PlaybookErrors};
+use crate::retry::RetryPolicy;
+use crate::run_id::RunId;
+use crate::seal::{SealError, Sealer};
+use crate::store::{Liveness, Store, StoreError};
+use crate::targets::{SetupError, Target};
+use journal::Journal;
+use live::Live;
+use record::{Event, Mode};
+use report::RunReport;
+use state::{Phase, RunState};
+
+pub use inspect::RunSelector;
+
+/// Settings of the engine that come from the command line.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Break a lock whose holder is gone.
+    pub break_lock: bool,
+    pub retry: RetryPolicy,
+    /// Lease length of a playbook lock; renewed every third of it.
+    pub lease_ttl: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            break_lock: false,
+            retry: RetryPolicy::default(),
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Playbook(#[from] PlaybookErrors),
+    #[error("{}", list_setup_errors(.0))]
+    Setup(Vec<SetupError>),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("playbook {playbook} is locked by run {run} (pid {pid} on {host}, {state}){hint}")]
+    Locked {
+        playbook: String,
+        run: RunId,
+        pid: u32,
+        host: String,
+        state: &'static str,
+        hint: String,
+    },
+    #[error(
+        "playbook {playbook} has an unfinished run {run} ({status}); finish it with `keywheel resume {run}` or undo it with `keywheel rollback {run}`"
+    )]
+    Unfinished {
+        playbook: String,
+        run: RunId,
+        status: &'static str,
+    },
+    #[error("no run matches {0:?}; `keywheel history` lists the runs")]
+    RunNotFound(String),
+    #[error("{selector:?} matches several runs: {}; give more of the id", .candidates.join(", "))]
+    AmbiguousRun {
+        selector: String,
+        candidates: Vec<String>,
+    },
+    #[error("there is no unfinished run to resume")]
+    NothingToResume,
+    #[error("several runs are unfinished: {}; name the one to resume", .0.join(", "))]
+    SeveralUnfinished(Vec<String>),
+    #[error("run {run} already finished ({status}); there is nothing to {action}")]
+    AlreadyFinished {
+        run: RunId,
+        status: &'static str,
+        action: &'static str,
+    },
+    #[error(
+        "run {run} passed the point of no return: the old key was deleted ({step}), so it cannot be rolled back; rotate again to replace the key"
+    )]
+    PastPointOfNoReturn { run: RunId, step: String },
+    #[error(
+        "run {run} was sealed with seal key {expected}, but the current seal key is {current}; set KEYWHEEL_SEAL_KEY or --seal-key-file to the key the run started with"
+    )]
+    SealKeyMismatch {
+        run: RunId,
+        expected: String,
+        current: String,
+    },
+    #[error(
+        "run {run}: cannot write its journal, so keywheel stopped before the next change: {source}; free the disk or fix the state directory, then run `keywheel resume {run}`"
+    )]
+    Journal {
+        run: RunId,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the playbook saved with run {run} is no longer valid: {source}")]
+    StoredPlaybook {
+        run: RunId,
+        #[source]
+        source: PlaybookErrors,
+    },
+}
+
+fn list_setup_errors(errors: &[SetupError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl EngineError {
+    /// The exit status a command ends with after this error.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Self::Playbook(_)
+            | Self::Setup(_)
+            | Self::RunNotFound(_)
+            | Self::AmbiguousRun { .. }
+            | Self::NothingToResume
+            | Self::SeveralUnfinished(_)
+            | Self::AlreadyFinished { .. }
+            | Self::PastPointOfNoReturn { .. }
+            | Self::SealKeyMismatch { .. }
+            | Self::StoredPlaybook { .. } => ExitStatus::Usage,
+            Self::Locked { .. } | Self::Unfinished { .. } => ExitStatus::Locked,
+            Self::Store(StoreError::Locked { .. }) => ExitStatus::Locked,
+            Self::Journal { .. } => ExitStatus::Attention,
+            Self::Store(StoreError::Corrupt { .. }) => ExitStatus::Attention,
+            Self::Seal(_) | Self::Store(_) => ExitStatus::Failed,
+        }
+    }
+}
+
+/// Runs, resumes and rolls back rotations.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    out: Arc<Output>,
+    options: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+        out: Arc<Output>,
+        options: EngineOptions,
+    ) -> Self {
+        Self {
+            store,
+            sealer,
+            out,
+            options,
+        }
+    }
+
+    pub fn output(&self) -> &Output {
+        &self.out
+    }
+
+    /// Starts a new run of `playbook`.
+    pub async fn run(&self, playbook: Playbook, mode: Mode) -> Result<RunReport, EngineError> {
+        for warning in &playbook.warnings {
+            self.out
+                .warn(format!("{}: {warning}", playbook.path.display()));
+        }
+        let (issuer, targets) = build(&playbook)?;
+        let run_id = RunId::generate();
+        let lock = self.lock_playbook(&playbook.name, &run_id, None).await?;
+
+        // Checked under the lock, so two starts cannot both pass it.
+        if let Some(active) = self.store.active_run(&playbook.name).await? {
+            match self.load_state(&active).await {
+                Ok(state) if !state.is_finished() => {
+                    lock.release().await;
+                    let status = RunReport::from_state(&state).status.as_str();
+                    return Err(EngineError::Unfinished {
+                        playbook: playbook.name.clone(),
+                        run: active,
+                        status,
+                    });
+                }
+                Err(EngineError::Store(StoreError::RunNotFound(_))) | Ok(_) => {
+                    self.store.set_active_run(&playbook.name, None).await?;
+                }
+                Err(err) => {
+                    lock.release().await;
+                    return Err(err);
+                }
+            }
+        }
+
+        let result = self
+            .start_run(&playbook, &run_id, mode, issuer, targets)
+            .await;
+        lock.release().await;
+        result
+    }
+
+    async fn start_run(
+        &self,
+        playbook: &Playbook,
+        run_id: &RunId,
+        mode: Mode,
+        issuer: Box<dyn Issuer>,
+        targets: Vec<Arc<dyn Target>>,
+    ) -> Result<RunReport, EngineError> {
+        self.store.create_run(run_id, &playbook.text).await?;
+        self.store
+            .set_active_run(&playbook.name, Some(run_id))
+            .await?;
+        let journal = Journal::new(self.store.clone(), RunState::new(run_id.clone()));
+        let started = Event::RunStarted {
+            run_id: run_id.clone(),
+            playbook: playbook.name.clone(),
+            playbook_path: absolute_display(&playbook.path),
+            playbook_sha256: playbook.sha256.clone(),
+            mode,
+            host: crate::host::hostname(),
+            user: crate::host::username(),
+            pid: std::process::id(),
+            keywheel_version: env!("CARGO_PKG_VERSION").to_string(),
+            seal_key_id: self.sealer.key_id().to_string(),
+        };
+        journal
+            .append(started)
+            .await
+            .map_err(|source| EngineError::Journal {
+                run: run_id.clone(),
+                source,
+            })?;
+        self.out
+            .status("Started", format!("run {run_id} of {}", playbook.name));
+        let live = Live::new(self, journal, playbook.clone(), issuer, targets);
+        live.forward().await?;
+        self.finish(&live).await
+    }
+
+    /// Continues an unfinished run: forward, or on with its rollback.
+    pub async fn resume(&self, selector: Option<&str>) -> Result<RunReport, EngineError> {
+        let run_id = match selector {
+            Some(selector) => self.resolve_run(selector).await?,
+            None => self.only_unfinished_run().await?,
+        };
+        let state = self.load_state(&run_id).await?;
+        if let Phase::Finished(_) = state.phase {
+            return Err(EngineError::AlreadyFinished {
+                run: run_id,
+                status: RunReport::from_state(&state).status.as_str(),
+                action: "resume",
+            });
+        }
+        self.continue_run(state, Continuation::Resume).await
+    }
+
+    /// Undoes an unfinished run, or finishes undoing it.
+    pub async fn rollback(&self, selector: &str) -> Result<RunReport, EngineError> {
+        let run_id = self.resolve_run(selector).await?;
+        let state = self.load_state(&run_id).await?;
+        if let Phase::Finished(_) = state.phase {
+            return Err(EngineError::AlreadyFinished {
+                run: run_id,
+                status: RunReport::from_state(&state).status.as_str(),
+                action: "roll back",
+            });
+        }
+        if let Some(step) = live::point_of_no_return_passed(&state) {
+            return Err(EngineError::PastPointOfNoReturn { run: run_id, step });
+        }
+        self.continue_run(state, Continuation::Rollback).await
+    }
+
+    async fn continue_run(
+        &self,
+        state: RunState,
+        how: Continuation,
+    ) -> Result<RunReport, EngineError> {
+        let run_id = state.run_id.clone();
+        let Some(started) = state.started.clone() else {
+            return Err(EngineError::Store(StoreError::Corrupt {
+                what: format!("journal of run {run_id}"),
+                line: 1,
+                reason: "the run has no run_started record".into(),
+            }));
+        };
+        if started.seal_key_id != self.sealer.key_id() {
+            return Err(EngineError::SealKeyMismatch {
+                run: run_id,
+                expected: started.seal_key_id,
+                current: self.sealer.key_id().to_string(),
+            });
+        }
+        let playbook = self.stored_playbook(&run_id, &started).await?;
+        let (issuer, targets) = build(&playbook)?;
+        let lock = self
+            .lock_playbook(&playbook.name, &run_id, Some(&run_id))
+            .await?;
+        let result = async {
+            // Re-read under the lock: another process may have moved the run on.
+            let state = self.load_state(&run_id).await?;
+            let journal = Journal::new(self.store.clone(), state);
+            journal
+                .append(Event::Resumed {
+                    host: crate::host::hostname(),
+                    user: crate::host::username(),
+                    pid: std::process::id(),
+                })
+                .await
+                .map_err(|source| EngineError::Journal {
+                    run: run_id.clone(),
+                    source,
+                })?;
+            self.out
+                .status("Resuming", format!("run {run_id} of {}", playbook.name));
+            let live = Live::new(self, journal, playbook.clone(), issuer, targets);
+            match how {
+                Continuation::Resume if live.is_rolling_back().await => {
+                    live.roll_back(None).await?
+                }
+                Continuation::Resume => live.forward().await?,
+                Continuation::Rollback => live.roll_back(Some("requested by the operator")).await?,
+            }
+            self.finish(&live).await
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+
+    async fn finish(&self, live: &Live<'_>) -> Result<RunReport, EngineError> {
+        let state = live.state().await;
+        if state.is_finished() {
+            self.store.set_active_run(state.playbook(), None).await?;
+        }
+        Ok(RunReport::from_state(&state))
+    }
+
+    /// Parses the playbook copy saved when the run started.
+    async fn stored_playbook(
+        &self,
+        run_id: &RunId,
+        started: &state::StartInfo,
+    ) -> Result<Playbook, EngineError> {
+        let text = self.store.playbook_text(run_id).await?;
+        let path = std::path::PathBuf::from(&started.playbook_path);
+        let playbook =
+            playbook::parse(&path, &text).map_err(|source| EngineError::StoredPlaybook {
+                run: run_id.clone(),
+                source,
+            })?;
+        if let Ok(current) = std::fs::read(&path)
+            && crate::playbook::sha256_hex(&current) != started.playbook_sha256
+        {
+            self.out.warn(format!(
+                    "{} changed since run {run_id} started; continuing with the copy saved at the start",
+                    path.display()
+                ));
+        }
+        Ok(playbook)
+    }
+
+    async fn lock_playbook(
+        &self,
+        name: &str,
+        run_id: &RunId,
+        take_over: Option<&RunId>,
+    ) -> Result<lock::PlaybookLock, EngineError> {
+        match lock::PlaybookLock::acquire(
+            self.store.clone(),
+            name,
+            run_id,
+            take_over,
+            self.options.lease_ttl,
+        )
+        .await
+        {
+            Ok(lock) => Ok(lock),
+            Err(StoreError::Locked {
+                holder, liveness, ..
+            }) => {
+                let gone = matches!(liveness, Liveness::Dead | Liveness::Expired);
+                if gone && self.options.break_lock {
+                    self.out.warn(format!(
+                        "breaking the lock of run {} (pid {} on {}), whose process is gone",
+                        holder.run_id, holder.pid, holder.host
+                    ));
+                    self.store.break_lock(name).await?;
+                    return lock::PlaybookLock::acquire(
+                        self.store.clone(),
+                        name,
+                        run_id,
+                        take_over,
+                        self.options.lease_ttl,
+                    )
+                    .await
+                    .map_err(EngineError::from);
+                }
+                let (state, hint) = match liveness {
+                    Liveness::Alive => ("running", String::new()),
+                    Liveness::Dead => (
+                        "process gone",
+                        format!(
+                            "; finish that run with `keywheel resume {0}` or undo it with `keywheel rollback {0}`, or pass --break-lock to remove the lock",
+                            holder.run_id
+                        ),
+                    ),
+                    Liveness::Expired => (
+                        "lease expired",
+                        "; pass --break-lock to remove the lock".to_string(),
+                    ),
+                    Liveness::Unknown => ("on another host", String::new()),
+                };
+                Err(EngineError::Locked {
+                    playbook: name.to_string(),
+                    run: holder.run_id,
+                    pid: holder.pid,
+                    host: holder.host,
+                    state,
+                    hint,
+                })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// What `continue_run` does once it holds the run.
+#[derive(Clone, Copy, Debug)]
+enum Continuation {
+    /// Go on forward, or on with a rollback already under way.
+    Resume,
+    /// Undo the run.
+    Rollback,
+}
+
+/// A playbook's issuer and targets, ready to call.
+type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>);
+
+/// Builds the issuer and targets of a playbook, collecting every setup
+/// error (missing environment variables, unreadable CA files).
+fn build(playbook: &Playbook) -> Result<Built, EngineError> {
+    let mut errors = Vec::new();
+    let issuer = playbook.issuer.build().map_err(|err| errors.push(err)).ok();
+    let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    for spec in &playbook.targets {
+        match spec.build() {
+            Ok(target) => targets.push(Arc::from(target)),
+            Err(err) => errors.push(err),
+        }
+    }
+    match issuer {
+        Some(issuer) if errors.is_empty() => Ok((issuer, targets)),
+        _ => Err(EngineError::Setup(errors)),
+    }
+}
+
+fn absolute_display(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}

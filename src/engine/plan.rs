@@ -1,0 +1,124 @@
+//! `plan`: what a run would do, found with read-only calls.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+
+use super::report::{Plan, PlanStep, PlanTarget};
+use super::{EngineError, build};
+use crate::issuers::{CurrentFields, IssuerCx, Revocation};
+use crate::playbook::Playbook;
+use crate::retry::RetryPolicy;
+use crate::run_id::RunId;
+use crate::targets::TargetCx;
+
+/// Builds the plan of `playbook`. Targets and issuer are only read.
+pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, EngineError> {
+    let (issuer, targets) = build(playbook)?;
+    let run_id = RunId::generate();
+    let tcx = TargetCx {
+        run_id: run_id.clone(),
+        retry,
+    };
+    let icx = IssuerCx { run_id, retry };
+
+    let results: Vec<_> = futures_util::stream::iter(targets.iter().map(Arc::clone))
+        .map(|target| {
+            let tcx = &tcx;
+            async move {
+                let result = target.preflight(tcx).await;
+                (target, result)
+            }
+        })
+        .buffered(playbook.policy.concurrency)
+        .collect()
+        .await;
+
+    let mut problems = Vec::new();
+    let mut current = CurrentFields::new();
+    let mut plan_targets = Vec::new();
+    for (target, result) in &results {
+        let (current_text, ok) = match result {
+            Ok(snapshot) => {
+                for (field, value) in target.previous_fields(snapshot) {
+                    current.entry(field).or_insert(value);
+                }
+                (snapshot.summary.clone(), true)
+            }
+            Err(err) => {
+                problems.push(format!("{}: {err}", target.name()));
+                (err.to_string(), false)
+            }
+        };
+        plan_targets.push(PlanTarget {
+            name: target.name().to_string(),
+            location: target.location(),
+            current: current_text,
+            ok,
+        });
+    }
+    let issuer_summary = match issuer.preflight(&icx, &current).await {
+        Ok(snapshot) => snapshot.summary,
+        Err(err) => {
+            problems.push(format!("issuer: {err}"));
+            err.to_string()
+        }
+    };
+
+    let mut steps = vec![
+        step(
+            "preflight",
+            "read-only checks of every target and the issuer",
+            false,
+        ),
+        step(
+            "generate",
+            &format!(
+                "the {} issuer makes a new key, sealed into the journal",
+                issuer.kind()
+            ),
+            false,
+        ),
+        step("verify", "the issuer checks that the new key works", false),
+    ];
+    for target in &plan_targets {
+        steps.push(step(
+            &format!("push:{}", target.name),
+            &format!(
+                "write {} (now: {}), read back and compare",
+                target.location, target.current
+            ),
+            false,
+        ));
+    }
+    match issuer.revocation() {
+        Revocation::Replace => steps.push(step(
+            "finish",
+            "the old value is replaced; the issuer keeps no record of keys, so there is nothing to revoke",
+            false,
+        )),
+        Revocation::DisableThenDelete => {
+            steps.push(step("revoke", "disable the old key (can be re-enabled by a rollback)", false));
+            steps.push(step("retire", "delete the old key: the point of no return", true));
+        }
+        Revocation::DeleteOnly => {
+            steps.push(step("retire", "delete the old key (the issuer cannot disable keys): the point of no return", true));
+        }
+    }
+    Ok(Plan {
+        playbook: playbook.name.clone(),
+        issuer: issuer.kind().to_string(),
+        issuer_summary,
+        targets: plan_targets,
+        steps,
+        problems,
+    })
+}
+
+fn step(name: &str, description: &str, point_of_no_return: bool) -> PlanStep {
+    PlanStep {
+        step: name.to_string(),
+        description: description.to_string(),
+        point_of_no_return,
+    }
+}

@@ -1,0 +1,215 @@
+//! Summaries of runs for people and for `--json`.
+//!
+//! The JSON shape of [`RunReport`] is part of keywheel's interface: fields
+//! are only ever added, never renamed or removed.
+
+use serde::Serialize;
+
+use super::record::{Outcome, Step};
+use super::state::{Phase, RunState, StepStatus};
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    RolledBack,
+    Failed,
+    Held,
+    NeedsAttention,
+    /// Unfinished with no outcome recorded: running now, or its process
+    /// died (crash, kill -9).
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::RolledBack => "rolled back",
+            Self::Failed => "failed",
+            Self::Held => "held",
+            Self::NeedsAttention => "needs attention",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::RolledBack | Self::Failed)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub step: String,
+    /// `started`, `done` or `failed`.
+    pub status: &'static str,
+    pub detail: String,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetReport {
+    pub name: String,
+    pub location: String,
+    /// `pending`, `pushing`, `pushed`, `push_failed`, `restoring`,
+    /// `restored` or `restore_failed`.
+    pub status: &'static str,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub playbook: String,
+    pub status: RunStatus,
+    pub mode: String,
+    pub started_at: String,
+    pub updated_at: String,
+    pub host: String,
+    pub user: String,
+    /// One sentence on how the run ended or where it stands.
+    pub message: String,
+    pub new_key_id: Option<String>,
+    pub old_key_id: Option<String>,
+    pub targets: Vec<TargetReport>,
+    pub steps: Vec<StepReport>,
+    /// What the operator must look at, when anything.
+    pub attention: Vec<String>,
+}
+
+impl RunReport {
+    pub fn from_state(state: &RunState) -> Self {
+        let started = state.started.as_ref();
+        let (status, message, attention) = match &state.phase {
+            Phase::Finished(outcome) => {
+                let status = match outcome {
+                    Outcome::Completed => RunStatus::Completed,
+                    Outcome::RolledBack => RunStatus::RolledBack,
+                    Outcome::Failed => RunStatus::Failed,
+                };
+                (
+                    status,
+                    state.finished_summary.clone().unwrap_or_default(),
+                    Vec::new(),
+                )
+            }
+            Phase::Held(reason) => (RunStatus::Held, reason.clone(), Vec::new()),
+            Phase::NeedsAttention(items) => (
+                RunStatus::NeedsAttention,
+                format!("{} item(s) need attention", items.len()),
+                items.clone(),
+            ),
+            Phase::RollingBack => (
+                RunStatus::Interrupted,
+                format!(
+                    "interrupted while rolling back ({}); run `keywheel rollback {}` to finish",
+                    state.rollback_reason.clone().unwrap_or_default(),
+                    state.run_id
+                ),
+                Vec::new(),
+            ),
+            Phase::Forward | Phase::Empty => (
+                RunStatus::Interrupted,
+                format!(
+                    "unfinished; run `keywheel resume {0}` to finish it or `keywheel rollback {0}` to undo it",
+                    state.run_id
+                ),
+                Vec::new(),
+            ),
+        };
+        let targets = state
+            .targets
+            .iter()
+            .map(|target| target_report(state, &target.name, &target.location))
+            .collect();
+        let steps = state
+            .order
+            .iter()
+            .filter_map(|step| state.status(step).map(|status| step_report(step, status)))
+            .collect();
+        Self {
+            run_id: state.run_id.to_string(),
+            playbook: state.playbook().to_string(),
+            status,
+            mode: started
+                .map_or("scheduled", |s| match s.mode {
+                    super::record::Mode::Scheduled => "scheduled",
+                    super::record::Mode::Emergency => "emergency",
+                })
+                .to_string(),
+            started_at: started.map(|s| s.at.clone()).unwrap_or_default(),
+            updated_at: state.last_at.clone(),
+            host: started.map(|s| s.host.clone()).unwrap_or_default(),
+            user: started.map(|s| s.user.clone()).unwrap_or_default(),
+            message,
+            new_key_id: state.key.as_ref().map(|(id, _)| id.clone()),
+            old_key_id: state.issuer.as_ref().and_then(|i| i.old_key_id.clone()),
+            targets,
+            steps,
+            attention,
+        }
+    }
+}
+
+fn step_report(step: &Step, status: &StepStatus) -> StepReport {
+    let (name, detail, at) = match status {
+        StepStatus::Started { attempt, at } => ("started", format!("attempt {attempt}"), at),
+        StepStatus::Done { summary, at, .. } => ("done", summary.clone(), at),
+        StepStatus::Failed { error, at, .. } => ("failed", error.clone(), at),
+    };
+    StepReport {
+        step: step.to_string(),
+        status: name,
+        detail,
+        at: at.clone(),
+    }
+}
+
+fn target_report(state: &RunState, name: &str, location: &str) -> TargetReport {
+    let restore = state.status(&Step::Restore(name.to_string()));
+    let push = state.status(&Step::Push(name.to_string()));
+    let (status, detail) = match (restore, push) {
+        (Some(StepStatus::Done { summary, .. }), _) => ("restored", summary.clone()),
+        (Some(StepStatus::Failed { error, .. }), _) => ("restore_failed", error.clone()),
+        (Some(StepStatus::Started { .. }), _) => ("restoring", String::new()),
+        (None, Some(StepStatus::Done { summary, .. })) => ("pushed", summary.clone()),
+        (None, Some(StepStatus::Failed { error, .. })) => ("push_failed", error.clone()),
+        (None, Some(StepStatus::Started { .. })) => ("pushing", String::new()),
+        (None, None) => ("pending", String::new()),
+    };
+    TargetReport {
+        name: name.to_string(),
+        location: location.to_string(),
+        status,
+        detail,
+    }
+}
+
+/// What `plan` shows: every step a run would take.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub playbook: String,
+    pub issuer: String,
+    pub issuer_summary: String,
+    pub targets: Vec<PlanTarget>,
+    pub steps: Vec<PlanStep>,
+    /// Problems found by the read-only checks; a run would stop on them.
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanTarget {
+    pub name: String,
+    pub location: String,
+    /// What preflight found (current version, file mode), or the problem.
+    pub current: String,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanStep {
+    pub step: String,
+    pub description: String,
+    pub point_of_no_return: bool,
+}

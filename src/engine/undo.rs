@@ -1,0 +1,235 @@
+//! Rolling a run back.
+//!
+//! Undo runs in reverse order of the forward steps, and only for steps that
+//! were at least announced (an intent without an outcome may have had its
+//! effect): enable the old key again if it was disabled, restore every
+//! target, then delete the new key at the issuer. Each undo step is itself
+//! journaled, so an interrupted rollback continues where it stopped. When a
+//! step cannot be undone, the run is marked as needing attention with what
+//! failed and what to do; running `rollback` again retries it.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+
+use super::EngineError;
+use super::live::Live;
+use super::record::{Event, Outcome, Step};
+use super::state::RunState;
+use crate::issuers::Revocation;
+use crate::key::Key;
+use crate::targets::Target;
+
+impl Live<'_> {
+    /// Rolls the run back. `reason` starts the rollback; `None` continues
+    /// one already started.
+    pub async fn roll_back(&self, reason: Option<&str>) -> Result<(), EngineError> {
+        let state = self.state().await;
+        if !state.is_rolling_back() {
+            let reason = reason.unwrap_or("rollback requested").to_string();
+            self.out_warn(format!("rolling back: {reason}"));
+            self.record(Event::RollbackStarted { reason }).await?;
+        }
+        let key = match self.state().await.key {
+            Some(_) => Some(self.new_key().await?),
+            None => None,
+        };
+        let mut attention = Vec::new();
+
+        if let Some(item) = self.reenable_old_key().await? {
+            attention.push(item);
+        }
+        if let Some(key) = &key {
+            attention.extend(self.restore_all(key).await?);
+        }
+        if attention.is_empty()
+            && let Some(key) = &key
+            && let Some(item) = self.delete_new_key(key).await?
+        {
+            attention.push(item);
+        }
+
+        if !attention.is_empty() {
+            for item in &attention {
+                self.engine.out.error(item);
+            }
+            return self
+                .record(Event::NeedsAttention { items: attention })
+                .await;
+        }
+        let summary = match &key {
+            Some(key) => format!(
+                "rolled back: every target holds its previous value again and new key {} is gone",
+                key.id
+            ),
+            None => "rolled back: nothing had been changed".to_string(),
+        };
+        self.engine.out.status("Rolled back", &summary);
+        self.record(Event::Finished {
+            outcome: Outcome::RolledBack,
+            summary,
+        })
+        .await
+    }
+
+    fn out_warn(&self, message: String) {
+        self.engine.out.warn(message);
+    }
+
+    /// Enables the old key again if revoke was at least announced.
+    async fn reenable_old_key(&self) -> Result<Option<String>, EngineError> {
+        let state = self.state().await;
+        if !state.was_attempted(&Step::Revoke) || state.is_done(&Step::Reenable) {
+            return Ok(None);
+        }
+        let Some(old_id) = state.issuer.as_ref().and_then(|i| i.old_key_id.clone()) else {
+            return Ok(None);
+        };
+        let attempt = state.status(&Step::Reenable).map_or(0, |s| s.attempt()) + 1;
+        self.record(Event::Intent {
+            step: Step::Reenable,
+            attempt,
+        })
+        .await?;
+        match self.issuer.enable(&self.icx, &old_id).await {
+            Ok(()) => {
+                self.engine
+                    .out
+                    .status("Enabled", format!("old key {old_id} again"));
+                self.record(Event::Done {
+                    step: Step::Reenable,
+                    summary: format!("enabled {old_id}"),
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+                Ok(None)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step: Step::Reenable,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                Ok(Some(format!(
+                    "old key {old_id} is still disabled: enabling it failed: {err}; enable it at the issuer, then run `keywheel rollback {}` again",
+                    self.journal.run_id()
+                )))
+            }
+        }
+    }
+
+    /// Restores every target whose push was at least announced.
+    async fn restore_all(&self, key: &Key) -> Result<Vec<String>, EngineError> {
+        let state = self.state().await;
+        let pending: Vec<&Arc<dyn Target>> = self
+            .targets
+            .iter()
+            .filter(|t| {
+                let name = t.name().to_string();
+                state.was_attempted(&Step::Push(name.clone()))
+                    && !state.is_done(&Step::Restore(name))
+            })
+            .collect();
+        let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
+            .map(|target| {
+                let state = &state;
+                async move { self.restore_one(state, target.as_ref(), key).await }
+            })
+            .buffer_unordered(self.playbook.policy.concurrency)
+            .collect()
+            .await;
+        let mut attention = Vec::new();
+        for result in results {
+            if let Some(item) = result? {
+                attention.push(item);
+            }
+        }
+        Ok(attention)
+    }
+
+    async fn restore_one(
+        &self,
+        state: &RunState,
+        target: &dyn Target,
+        key: &Key,
+    ) -> Result<Option<String>, EngineError> {
+        let name = target.name().to_string();
+        let step = Step::Restore(name.clone());
+        let attempt = state.status(&step).map_or(0, |s| s.attempt()) + 1;
+        let snapshot = self.snapshot_of(state, &name)?;
+        self.record(Event::Intent {
+            step: step.clone(),
+            attempt,
+        })
+        .await?;
+        match target.restore(&self.tcx, &snapshot, key).await {
+            Ok(receipt) => {
+                self.engine
+                    .out
+                    .status("Restored", format!("{name}: {}", receipt.summary));
+                self.record(Event::Done {
+                    step,
+                    summary: receipt.summary,
+                    detail: receipt.state,
+                })
+                .await?;
+                Ok(None)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                Ok(Some(format!(
+                    "target {name} ({}) may still hold the new key: restoring it failed: {err}; fix the cause and run `keywheel rollback {}` again",
+                    target.location(),
+                    self.journal.run_id()
+                )))
+            }
+        }
+    }
+
+    /// Deletes the new key at the issuer, once no target holds it.
+    async fn delete_new_key(&self, key: &Key) -> Result<Option<String>, EngineError> {
+        let state = self.state().await;
+        if self.issuer.revocation() == Revocation::Replace || state.is_done(&Step::DeleteNew) {
+            return Ok(None);
+        }
+        let attempt = state.status(&Step::DeleteNew).map_or(0, |s| s.attempt()) + 1;
+        self.record(Event::Intent {
+            step: Step::DeleteNew,
+            attempt,
+        })
+        .await?;
+        match self.issuer.delete(&self.icx, &key.id).await {
+            Ok(()) => {
+                self.engine
+                    .out
+                    .status("Deleted", format!("new key {}", key.id));
+                self.record(Event::Done {
+                    step: Step::DeleteNew,
+                    summary: format!("deleted {}", key.id),
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+                Ok(None)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step: Step::DeleteNew,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                Ok(Some(format!(
+                    "new key {} still exists at the issuer: deleting it failed: {err}; delete it by hand or run `keywheel rollback {}` again",
+                    key.id,
+                    self.journal.run_id()
+                )))
+            }
+        }
+    }
+}

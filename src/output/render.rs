@@ -1,0 +1,134 @@
+//! Text renderings of reports, plans and validation results.
+
+use std::fmt::Write as _;
+
+use crate::engine::report::{Plan, RunReport};
+
+/// A run report in full, for `status`.
+pub fn run_report(report: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "run {}  {}  {}",
+        report.run_id,
+        report.playbook,
+        report.status.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "  started {} by {} on {} ({})",
+        report.started_at, report.user, report.host, report.mode
+    );
+    if !report.message.is_empty() {
+        let _ = writeln!(out, "  {}", report.message);
+    }
+    if let Some(id) = &report.new_key_id {
+        let _ = writeln!(out, "  new key: {id}");
+    }
+    if let Some(id) = &report.old_key_id {
+        let _ = writeln!(out, "  old key: {id}");
+    }
+    if !report.targets.is_empty() {
+        let _ = writeln!(out, "  targets:");
+        let width = report
+            .targets
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(0);
+        for target in &report.targets {
+            let _ = write!(
+                out,
+                "    {:width$}  {:14}  {}",
+                target.name, target.status, target.location
+            );
+            if !target.detail.is_empty() {
+                let _ = write!(out, ": {}", target.detail);
+            }
+            out.push('\n');
+        }
+    }
+    if !report.steps.is_empty() {
+        let _ = writeln!(out, "  steps:");
+        let width = report.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+        for step in &report.steps {
+            let _ = writeln!(
+                out,
+                "    {}  {:width$}  {:7}  {}",
+                step.at, step.step, step.status, step.detail
+            );
+        }
+    }
+    if !report.attention.is_empty() {
+        let _ = writeln!(out, "  needs attention:");
+        for item in &report.attention {
+            let _ = writeln!(out, "    - {item}");
+        }
+    }
+    out
+}
+
+/// One line per run, for `history`.
+pub fn history(reports: &[RunReport]) -> String {
+    let mut out = String::new();
+    let name_width = reports
+        .iter()
+        .map(|r| r.playbook.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let _ = writeln!(
+        out,
+        "{:22}  {:name_width$}  {:15}  {:24}  NEW KEY",
+        "RUN", "PLAYBOOK", "STATUS", "STARTED"
+    );
+    for report in reports {
+        let _ = writeln!(
+            out,
+            "{:22}  {:name_width$}  {:15}  {:24}  {}",
+            report.run_id,
+            report.playbook,
+            report.status.as_str(),
+            report.started_at,
+            report.new_key_id.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
+/// A plan, for `plan`.
+pub fn plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan for {} ({} issuer: {})",
+        plan.playbook, plan.issuer, plan.issuer_summary
+    );
+    let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+    for (index, step) in plan.steps.iter().enumerate() {
+        let marker = if step.point_of_no_return {
+            "  <- point of no return"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:>2}. {:width$}  {}{marker}",
+            index + 1,
+            step.step,
+            step.description
+        );
+    }
+    if plan.problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "read-only checks passed; `keywheel run` would start with these steps"
+        );
+    } else {
+        let _ = writeln!(out, "problems a run would stop on:");
+        for problem in &plan.problems {
+            let _ = writeln!(out, "  - {problem}");
+        }
+    }
+    out
+}
