@@ -67,9 +67,32 @@ impl Journal {
         &self.run_id
     }
 
+    /// Creates the run's journal with `event` as its first record, keeping
+    /// `playbook_text` with it.
+    pub async fn create(&self, playbook_text: &str, event: Event) -> Result<Record, StoreError> {
+        let mut state = self.state.lock().await;
+        let (record, raw) = self.next_record(&state, event)?;
+        self.store
+            .create_run(&self.run_id, playbook_text, &raw)
+            .await?;
+        Ok(self.after_write(&mut state, record))
+    }
+
     /// Makes `event` durable, then applies it to the state.
     pub async fn append(&self, event: Event) -> Result<Record, StoreError> {
         let mut state = self.state.lock().await;
+        let (record, raw) = self.next_record(&state, event)?;
+        self.store.append(&self.run_id, &raw).await?;
+        Ok(self.after_write(&mut state, record))
+    }
+
+    /// Numbers and encodes the next record. A `before` crash point for it
+    /// kills the process here.
+    fn next_record(
+        &self,
+        state: &RunState,
+        event: Event,
+    ) -> Result<(Record, RawRecord), StoreError> {
         let record = Record {
             seq: state.last_seq + 1,
             at: now_rfc3339(),
@@ -83,21 +106,22 @@ impl Journal {
         if self.crash == Some(CrashPoint::Before(record.seq)) {
             crash_now(record.seq, "before");
         }
-        self.store
-            .append(
-                &self.run_id,
-                &RawRecord {
-                    seq: record.seq,
-                    json,
-                },
-            )
-            .await?;
+        let raw = RawRecord {
+            seq: record.seq,
+            json,
+        };
+        Ok((record, raw))
+    }
+
+    /// Applies a record that is now durable. An `after` crash point for it
+    /// kills the process here.
+    fn after_write(&self, state: &mut RunState, record: Record) -> Record {
         if self.crash == Some(CrashPoint::After(record.seq)) {
             crash_now(record.seq, "after");
         }
         tracing::debug!(run = %self.run_id, seq = record.seq, event = record.event.name(), "journaled");
         state.apply(&record);
-        Ok(record)
+        record
     }
 
     /// A copy of the current state.

@@ -250,7 +250,8 @@ impl Engine {
         issuer: Box<dyn Issuer>,
         targets: Vec<Arc<dyn Target>>,
     ) -> Result<RunReport, EngineError> {
-        self.store.create_run(run_id, &playbook.text).await?;
+        // Marked active first: a crash before the journal exists leaves a
+        // marker to a missing run, which the next run clears.
         self.store
             .set_active_run(&playbook.name, Some(run_id))
             .await?;
@@ -268,7 +269,7 @@ impl Engine {
             seal_key_id: self.sealer.key_id().to_string(),
         };
         journal
-            .append(started)
+            .create(&playbook.text, started)
             .await
             .map_err(|source| EngineError::Journal {
                 run: run_id.clone(),

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -150,7 +149,12 @@ impl Store for LocalStore {
         format!("state directory {}", self.root.display())
     }
 
-    async fn create_run(&self, run: &RunId, playbook_text: &str) -> Result<(), StoreError> {
+    async fn create_run(
+        &self,
+        run: &RunId,
+        playbook_text: &str,
+        first: &RawRecord,
+    ) -> Result<(), StoreError> {
         let dir = self.run_dir(run);
         match fs::DirBuilder::new().mode_private().create(&dir) {
             Ok(()) => {}
@@ -162,15 +166,10 @@ impl Store for LocalStore {
         let copy = dir.join(PLAYBOOK_COPY);
         fsutil::write_atomic(&copy, playbook_text.as_bytes(), PRIVATE_FILE_MODE)
             .map_err(io_error("cannot write", &copy))?;
+        // The journal appears by rename, already holding its first record.
         let journal = dir.join(JOURNAL);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(PRIVATE_FILE_MODE)
-            .open(&journal)
+        fsutil::write_atomic(&journal, &codec::encode(first), PRIVATE_FILE_MODE)
             .map_err(io_error("cannot create", &journal))?;
-        file.sync_all().map_err(io_error("cannot sync", &journal))?;
-        fsutil::sync_dir(&dir).map_err(io_error("cannot sync", &dir))?;
         let runs = self.root.join("runs");
         fsutil::sync_dir(&runs).map_err(io_error("cannot sync", &runs))?;
         Ok(())
@@ -243,9 +242,12 @@ impl Store for LocalStore {
 
     async fn list_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let dir = self.root.join("runs");
+        // A directory without a journal is a run creation cut short by a
+        // crash: no record was written, so there is no run.
         let mut runs: Vec<RunId> = fs::read_dir(&dir)
             .map_err(io_error("cannot list", &dir))?
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok()?.parse().ok())
+            .filter(|run: &RunId| self.run_dir(run).join(JOURNAL).exists())
             .collect();
         runs.sort();
         Ok(runs)
@@ -405,8 +407,15 @@ mod tests {
     async fn append_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        store.create_run(&run_id(), "version: 1\n").await.unwrap();
-        for seq in 1..=3 {
+        let first = RawRecord {
+            seq: 1,
+            json: "{\"seq\":1}".into(),
+        };
+        store
+            .create_run(&run_id(), "version: 1\n", &first)
+            .await
+            .unwrap();
+        for seq in 2..=3 {
             let record = RawRecord {
                 seq,
                 json: format!("{{\"seq\":{seq}}}"),
@@ -429,10 +438,14 @@ mod tests {
     async fn append_rejects_sequence_gap() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        store.create_run(&run_id(), "").await.unwrap();
+        let first = RawRecord {
+            seq: 1,
+            json: "{\"seq\":1}".into(),
+        };
+        store.create_run(&run_id(), "", &first).await.unwrap();
         let record = RawRecord {
-            seq: 2,
-            json: "{\"seq\":2}".into(),
+            seq: 3,
+            json: "{\"seq\":3}".into(),
         };
         let err = store.append(&run_id(), &record).await.unwrap_err();
         assert!(matches!(err, StoreError::SequenceConflict { .. }), "{err}");

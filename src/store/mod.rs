@@ -112,8 +112,15 @@ pub trait Store: Send + Sync {
     /// Where the data lives, for messages.
     fn describe(&self) -> String;
 
-    /// Creates an empty journal for `run` and keeps `playbook_text` with it.
-    async fn create_run(&self, run: &RunId, playbook_text: &str) -> Result<(), StoreError>;
+    /// Creates the journal of `run` holding its first record, and keeps
+    /// `playbook_text` with it. The run appears with its first record or
+    /// not at all.
+    async fn create_run(
+        &self,
+        run: &RunId,
+        playbook_text: &str,
+        first: &RawRecord,
+    ) -> Result<(), StoreError>;
 
     /// Appends a record whose sequence number must follow the last one, and
     /// returns once it is durable.

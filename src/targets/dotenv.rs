@@ -568,10 +568,12 @@ impl Target for DotenvTarget {
             local::replace(&state, restored.as_bytes())?;
             return done("restored the managed variables (other lines changed since were kept)");
         }
-        Err(TargetError::ConcurrentModification(format!(
-            "a managed variable in {} holds neither the new nor the previous value; someone changed it after the push, so keywheel leaves it alone: restore it by hand",
-            state.real_path.display()
-        )))
+        // Someone else set the variables after preflight: the new key is not
+        // in the file, and overwriting would lose their change.
+        tracing::warn!(target = %self.name, "restore left a file alone: managed variables hold neither the new nor the previous values");
+        done(
+            "left alone: the managed variables hold neither the new nor the previous values, so someone else wrote them after preflight",
+        )
     }
 }
 

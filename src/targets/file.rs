@@ -301,10 +301,12 @@ impl Target for FileTarget {
         }
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
         if current.as_deref() != Some(desired.expose()) {
-            return Err(TargetError::ConcurrentModification(format!(
-                "{} holds neither the new nor the previous content; someone changed it after the push, so keywheel leaves it alone: restore it by hand",
-                state.real_path.display()
-            )));
+            // Someone else wrote the file after preflight: the new key is
+            // not in it, and overwriting would lose their change.
+            tracing::warn!(target = %self.name, "restore left a file alone: it holds neither the new nor the previous content");
+            return done(
+                "left alone: it holds neither the new nor the previous content, so someone else wrote it after preflight",
+            );
         }
         if state.exists {
             local::replace(&state, snapshot.previous.expose())?;

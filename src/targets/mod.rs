@@ -23,9 +23,10 @@
 //!   middle, is safe: it sees that its values are already in place and
 //!   returns success without writing again.
 //! - `restore` puts back exactly the values of the snapshot. It is
-//!   idempotent too, and it refuses to overwrite a value that is neither the
-//!   new key's nor the snapshot's: someone else changed it, so the operator
-//!   must decide ([`TargetError::ConcurrentModification`]).
+//!   idempotent too. It never overwrites a value that is neither the new
+//!   key's nor the snapshot's: someone else wrote it after preflight, the new
+//!   key is not there to undo, so it leaves the value alone and says so in
+//!   its receipt.
 //!
 //! Errors: every message names the object concerned (file, secret path) and,
 //! where it can, what to do. Secret values never appear in errors.

@@ -361,6 +361,17 @@ fn parse_state(snapshot: &Snapshot) -> Result<(VaultState, SecretData), TargetEr
     Ok((state, previous))
 }
 
+/// A restore that found a value written by someone else since preflight:
+/// the new key is not current there, so there is nothing to undo, and
+/// overwriting the other writer would lose their change.
+fn left_alone(target: &str, version: u64, why: &str) -> Receipt {
+    tracing::warn!(target, version, "restore left a secret alone: {why}");
+    receipt(
+        version,
+        format!("left version {version} alone: {why}, so someone else wrote it after preflight"),
+    )
+}
+
 fn receipt(version: u64, summary: String) -> Receipt {
     Receipt {
         state: serde_json::json!({"version": version}),
@@ -514,10 +525,11 @@ impl Target for VaultTarget {
             ));
         }
         let Some(current) = current_data else {
-            return Err(TargetError::ConcurrentModification(format!(
-                "current version {current_version} of {} is deleted; keywheel leaves it alone: check the secret by hand",
-                self.secret_name()
-            )));
+            return Ok(left_alone(
+                &self.name,
+                current_version,
+                "its current version is deleted",
+            ));
         };
         if self.managed_equal(&current, &previous) {
             return Ok(receipt(
@@ -526,10 +538,11 @@ impl Target for VaultTarget {
             ));
         }
         if !self.managed_equal(&current, &pushed) {
-            return Err(TargetError::ConcurrentModification(format!(
-                "{} version {current_version} holds neither the new nor the previous values; someone changed it after the push, so keywheel leaves it alone: restore it by hand",
-                self.secret_name()
-            )));
+            return Ok(left_alone(
+                &self.name,
+                current_version,
+                "it holds neither the new nor the previous values",
+            ));
         }
 
         if !state.existed {

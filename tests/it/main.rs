@@ -1,0 +1,13 @@
+//! Integration tests: the keywheel binary against real servers started by
+//! the dev stack (`scripts/test` starts and stops them).
+
+// Tests may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod crash;
+mod journal;
+mod local_targets;
+mod locking;
+mod playbook_errors;
+mod support;
+mod vault;

@@ -1,0 +1,255 @@
+//! An HTTP proxy between keywheel and a real server that injects faults by
+//! request pattern: an error status (with or without `Retry-After`), a delay
+//! before forwarding, or a connection closed without an answer. Every
+//! request is logged with its time, so tests can check what keywheel sent
+//! and when.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use regex::Regex;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status and body, and a `Retry-After` header when set.
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+        body: String,
+    },
+    /// Wait, then forward.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Reset,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub method: Option<String>,
+    pub path: Regex,
+    /// How many matching requests get the fault.
+    pub count: u32,
+    pub fault: Fault,
+}
+
+impl Rule {
+    pub fn new(method: Option<&str>, path: &str, count: u32, fault: Fault) -> Self {
+        Self {
+            method: method.map(str::to_string),
+            path: Regex::new(path).expect("valid regex"),
+            count,
+            fault,
+        }
+    }
+}
+
+/// One request the proxy saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    /// The fault injected, if any.
+    pub fault: Option<Fault>,
+}
+
+struct Shared {
+    upstream: String,
+    rules: Mutex<Vec<Rule>>,
+    seen: Mutex<Vec<Seen>>,
+    client: reqwest::Client,
+}
+
+pub struct FaultProxy {
+    pub url: String,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1 forwarding to `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> Self {
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            rules: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
+            client: reqwest::Client::new(),
+        });
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_shared = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(serve(thread_shared, addr_tx, shutdown_rx));
+        });
+        let addr = addr_rx.recv().expect("proxy address");
+        Self {
+            url: format!("http://{addr}"),
+            shared,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn inject(&self, rule: Rule) {
+        self.shared.rules.lock().unwrap().push(rule);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// Requests whose path matches `pattern`.
+    pub fn seen_matching(&self, method: &str, pattern: &str) -> Vec<Seen> {
+        let regex = Regex::new(pattern).expect("valid regex");
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == method && regex.is_match(&s.target))
+            .collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    addr_tx: std::sync::mpsc::Sender<SocketAddr>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let _ = addr_tx.send(listener.local_addr().expect("proxy address"));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| handle(shared.clone(), request));
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the fault proxy")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ResetConnection> {
+    let method = request.method().to_string();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let headers = request.headers().clone();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+
+    let fault = {
+        let mut rules = shared.rules.lock().unwrap();
+        let found = rules.iter_mut().find(|rule| {
+            rule.count > 0
+                && rule.method.as_deref().is_none_or(|m| m == method)
+                && rule.path.is_match(&target)
+        });
+        found.map(|rule| {
+            rule.count -= 1;
+            rule.fault.clone()
+        })
+    };
+    shared.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        target: target.clone(),
+        body: body.to_vec(),
+        at: Instant::now(),
+        fault: fault.clone(),
+    });
+
+    match fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+            body,
+        }) => {
+            let mut response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            if let Some(value) = retry_after {
+                response = response.header("retry-after", value);
+            }
+            return Ok(response
+                .body(Full::new(Bytes::from(body)))
+                .expect("response"));
+        }
+        Some(Fault::Reset) => return Err(ResetConnection),
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
+
+    let url = format!("{}{}", shared.upstream, target);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut forward = shared.client.request(method, url).body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            forward = forward.header(name, value);
+        }
+    }
+    let Ok(answer) = forward.send().await else {
+        return Err(ResetConnection);
+    };
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for (name, value) in answer.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name, value);
+        }
+    }
+    let bytes = answer.bytes().await.unwrap_or_default();
+    Ok(response.body(Full::new(bytes)).expect("response"))
+}
+
+pub fn infallible<T>(value: T) -> Result<T, Infallible> {
+    Ok(value)
+}
