@@ -47,10 +47,12 @@ impl<'e> Live<'e> {
             tcx: TargetCx {
                 run_id: run_id.clone(),
                 retry: engine.options.retry,
+                overrides: engine.options.overrides.clone(),
             },
             icx: IssuerCx {
                 run_id,
                 retry: engine.options.retry,
+                overrides: engine.options.overrides.clone(),
             },
             engine,
             journal,
@@ -238,7 +240,7 @@ impl<'e> Live<'e> {
         if state.was_attempted(&Step::Generate) {
             // A create was announced but its key never reached the journal:
             // look for what it made before making another.
-            let recovered = match self.issuer.find_created(&self.icx).await {
+            let recovered = match self.issuer.find_created(&self.icx, &snapshot).await {
                 Ok(recovered) => recovered,
                 Err(err) => {
                     let message =
@@ -293,7 +295,7 @@ impl<'e> Live<'e> {
                 self.out().error(format!("generate: {err}"));
                 // The create may have succeeded at the issuer with its answer
                 // lost; find and delete such a key.
-                if let Ok(recovered) = self.issuer.find_created(&self.icx).await {
+                if let Ok(recovered) = self.issuer.find_created(&self.icx, &snapshot).await {
                     let mut orphans = recovered.orphan_ids;
                     orphans.extend(recovered.key.map(|k| k.id));
                     for orphan in orphans {

@@ -61,6 +61,7 @@ pub struct EngineOptions {
     pub retry: RetryPolicy,
     /// Lease length of a playbook lock; renewed every third of it.
     pub lease_ttl: Duration,
+    pub overrides: crate::issuers::Overrides,
 }
 
 impl Default for EngineOptions {
@@ -69,6 +70,7 @@ impl Default for EngineOptions {
             break_lock: false,
             retry: RetryPolicy::default(),
             lease_ttl: Duration::from_secs(60),
+            overrides: crate::issuers::Overrides::default(),
         }
     }
 }

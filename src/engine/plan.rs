@@ -6,7 +6,7 @@ use futures_util::StreamExt as _;
 
 use super::report::{Plan, PlanStep, PlanTarget};
 use super::{EngineError, build};
-use crate::issuers::{CurrentFields, IssuerCx, Revocation};
+use crate::issuers::{CurrentFields, IssuerCx, Overrides, Revocation};
 use crate::playbook::Playbook;
 use crate::retry::RetryPolicy;
 use crate::run_id::RunId;
@@ -19,8 +19,13 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
     let tcx = TargetCx {
         run_id: run_id.clone(),
         retry,
+        overrides: Overrides::default(),
     };
-    let icx = IssuerCx { run_id, retry };
+    let icx = IssuerCx {
+        run_id,
+        retry,
+        overrides: Overrides::default(),
+    };
 
     let results: Vec<_> = futures_util::stream::iter(targets.iter().map(Arc::clone))
         .map(|target| {

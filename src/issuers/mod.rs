@@ -104,7 +104,13 @@ impl IssuerSpec {
 pub struct IssuerCx {
     pub run_id: RunId,
     pub retry: RetryPolicy,
+    pub overrides: Overrides,
 }
+
+/// Decisions the operator made on the command line that let a run go past
+/// a check that would otherwise stop it.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {}
 
 /// How an issuer takes an old key out of service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,7 +192,11 @@ pub trait Issuer: Send + Sync {
     /// Returns the new key when the issuer can give it again for this run
     /// (an idempotent create replayed), else the ids of keys this run
     /// created whose secret is lost, so they can be deleted.
-    async fn find_created(&self, _cx: &IssuerCx) -> Result<Recovered, IssuerError> {
+    async fn find_created(
+        &self,
+        _cx: &IssuerCx,
+        _snapshot: &IssuerSnapshot,
+    ) -> Result<Recovered, IssuerError> {
         Ok(Recovered::default())
     }
 

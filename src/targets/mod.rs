@@ -147,6 +147,7 @@ pub struct SetupError {
 pub struct TargetCx {
     pub run_id: RunId,
     pub retry: RetryPolicy,
+    pub overrides: crate::issuers::Overrides,
 }
 
 /// What a target saw at preflight.
