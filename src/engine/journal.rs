@@ -124,13 +124,13 @@ impl Journal {
         record
     }
 
-    /// A copy of the current state.
+    /// Returns a copy of the current state.
     pub async fn state(&self) -> RunState {
         self.state.lock().await.clone()
     }
 }
 
-/// The current time as RFC 3339 UTC with milliseconds.
+/// Formats the current time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")

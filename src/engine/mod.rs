@@ -156,7 +156,7 @@ fn list_setup_errors(errors: &[SetupError]) -> String {
 }
 
 impl EngineError {
-    /// The exit status a command ends with after this error.
+    /// Maps the error to the exit status of the command.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Self::Playbook(_)

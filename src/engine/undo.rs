@@ -1,9 +1,9 @@
 //! Rolling a run back.
 //!
-//! Undo runs in reverse order of the forward steps, and only for steps that
-//! were at least announced (an intent without an outcome may have had its
-//! effect): enable the old key again if it was disabled, restore every
-//! target, then delete the new key at the issuer. Each undo step is itself
+//! Undo runs in reverse order of the forward steps: enable the old key again
+//! if it was disabled, restore every target, then delete the new key at the
+//! issuer. It covers every step that was at least announced, because an
+//! intent without an outcome may have had its effect. Each undo step is itself
 //! journaled, so an interrupted rollback continues where it stopped. When a
 //! step cannot be undone, the run is marked as needing attention with what
 //! failed and what to do; running `rollback` again retries it.

@@ -473,7 +473,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dead_holder_can_be_taken_over_by_its_run() {
+    async fn dead_holder_taken_over_by_same_run() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         // A pid far above any default pid_max cannot be running.
