@@ -9,15 +9,19 @@
 //!    before any target sees it.
 //! 3. verify: the issuer checks that the new key works.
 //! 4. push: every target gets the new values, read back and compared.
-//! 5. revoke: the old key is disabled where the issuer can re-enable it.
-//! 6. retire: the old key is deleted. This is the point of no return.
+//! 5. restart: once every target is pushed, targets with consumers to
+//!    restart restart them and wait until the restart is confirmed. A
+//!    failed restart rolls the run back.
+//! 6. revoke: the old key is disabled where the issuer can re-enable it.
+//! 7. retire: the old key is deleted. This is the point of no return.
 //!
 //! Invariants the code below keeps:
 //! - Nothing is pushed before the new key is sealed in the journal, so a
 //!   crash never loses a key that a target holds.
 //! - Nothing old is revoked before every target holds the new key.
 //! - Rollback undoes in reverse order and only while the old key exists:
-//!   re-enable the old key, restore every target, delete the new key.
+//!   re-enable the old key, restore every target (and restart its consumers
+//!   again when the forward restart was started), delete the new key.
 //! - A run that started rolling back never goes forward again.
 //!
 //! [`Engine`] is the entry point for `run`, `resume`, `rollback`, `plan`,
@@ -30,6 +34,7 @@ mod lock;
 pub mod plan;
 pub mod record;
 pub mod report;
+mod restart;
 pub mod state;
 mod undo;
 

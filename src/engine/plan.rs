@@ -96,6 +96,19 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
             false,
         ));
     }
+    for target in &targets {
+        let restarts = target.restarts();
+        if !restarts.is_empty() {
+            steps.push(step(
+                &format!("restart:{}", target.name()),
+                &format!(
+                    "restart {} and wait until the rollout is complete",
+                    restarts.join(", ")
+                ),
+                false,
+            ));
+        }
+    }
     match issuer.revocation() {
         Revocation::Replace => steps.push(step(
             "finish",

@@ -6,11 +6,14 @@
 //!
 //! # The contract every target keeps
 //!
-//! Expected flow: [`Target::preflight`] once per run, before the key is made;
-//! then [`Target::push`]; then, only when the run is undone,
-//! [`Target::restore`]. The engine journals the [`Snapshot`] that preflight
-//! returns (its `previous` bytes sealed) before the push, and gives the same
-//! snapshot back to `push` and `restore`, also after a crash and restart.
+//! Expected flow: [`Target::preflight`] once per run, before the key is made,
+//! then [`Target::push`]. Once every target is pushed, [`Target::restart`]
+//! runs for each target whose [`Target::restarts`] is not empty. Only when
+//! the run is undone, [`Target::restore`] runs, followed by `restart` again
+//! when the forward restart was at least started. The engine journals
+//! the [`Snapshot`] that preflight returns (its `previous` bytes sealed)
+//! before the push, and gives the same snapshot back to `push` and
+//! `restore`, also after a crash and restart.
 //!
 //! Guarantees:
 //! - `preflight` only reads. It checks reachability, permissions and the
@@ -27,6 +30,11 @@
 //!   key's nor the snapshot's: someone else wrote it after preflight, the new
 //!   key is not there to undo, so it leaves the value alone and says so in
 //!   its receipt.
+//! - `restart` makes the consumers load the values now stored (restarts
+//!   pods) and returns only once that is confirmed (the rollout is
+//!   complete), or fails. It writes the `marker` the engine gives it, which
+//!   is unique to the run, the target and the step; called again with the
+//!   same marker after a crash, it starts nothing new and only waits.
 //!
 //! Errors: every message names the object concerned (file, secret path) and,
 //! where it can, what to do. Secret values never appear in errors.
@@ -189,6 +197,9 @@ pub enum TargetError {
     /// The value read back after a write differs from the one written.
     #[error("{0}")]
     ReadBackMismatch(String),
+    /// A restart did not complete: the rollout failed or timed out.
+    #[error("{0}")]
+    RolloutFailed(String),
     /// The server answered something keywheel cannot interpret.
     #[error("{0}")]
     InvalidResponse(String),
@@ -203,6 +214,7 @@ impl TargetError {
             Self::Denied(_) => "denied",
             Self::ConcurrentModification(_) => "concurrent_modification",
             Self::ReadBackMismatch(_) => "read_back_mismatch",
+            Self::RolloutFailed(_) => "rollout_failed",
             Self::InvalidResponse(_) => "invalid_response",
         }
     }
@@ -244,6 +256,23 @@ pub trait Target: Send + Sync {
         snapshot: &Snapshot,
         key: &Key,
     ) -> Result<Receipt, TargetError>;
+
+    /// Lists the consumers that `restart` restarts, one line each for plans
+    /// and messages. The default is an empty list, for a target that
+    /// restarts nothing, and the engine then never calls `restart`.
+    fn restarts(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Restarts the consumers so that they load the values stored now, and
+    /// waits until the restart is confirmed. `marker` is unique to the run,
+    /// the target and the step; see the module documentation.
+    async fn restart(&self, _cx: &TargetCx, _marker: &str) -> Result<Receipt, TargetError> {
+        Ok(Receipt {
+            state: serde_json::Value::Null,
+            summary: "nothing to restart".into(),
+        })
+    }
 }
 
 /// Looks up every mapped key field; the playbook was validated against the
