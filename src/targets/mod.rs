@@ -41,6 +41,7 @@
 
 pub mod dotenv;
 pub mod file;
+pub mod kubernetes;
 mod local;
 pub mod vault;
 
@@ -54,7 +55,7 @@ use crate::run_id::RunId;
 use crate::secret::SecretBytes;
 
 /// Target kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["file", "dotenv", "vault"];
+pub const KINDS: &[&str] = &["file", "dotenv", "vault", "kubernetes"];
 
 /// One target as the playbook declares it.
 #[derive(Clone, Debug)]
@@ -72,6 +73,21 @@ pub enum TargetKind {
     File(file::FileSpec),
     Dotenv(dotenv::DotenvSpec),
     Vault(vault::VaultSpec),
+    Kubernetes(kubernetes::KubernetesSpec),
+}
+
+/// The choice of target instances to build. Most target entries are one
+/// instance named as in the playbook, but a `kubernetes` entry with several
+/// namespaces is one instance per namespace.
+#[derive(Clone, Copy, Debug)]
+pub enum Selection<'a> {
+    /// Every instance the playbook describes now, looking up what it must
+    /// (the namespaces a label selector matches): for a new run or a plan.
+    Current,
+    /// The instances with these names, journaled at preflight, without
+    /// looking anything up: for `resume` and `rollback`, which must act on
+    /// exactly the targets the run checked.
+    Journaled(&'a [String]),
 }
 
 impl TargetSpec {
@@ -101,6 +117,10 @@ impl TargetSpec {
                 cx,
             ))),
             Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
+            Some("kubernetes") => Some(TargetKind::Kubernetes(kubernetes::KubernetesSpec::decode(
+                &mut reader,
+                cx,
+            ))),
             // Without a valid type the other fields cannot be checked, so
             // they are not reported as unknown either.
             _ => return None,
@@ -119,25 +139,41 @@ impl TargetSpec {
             TargetKind::File(_) => "file",
             TargetKind::Dotenv(_) => "dotenv",
             TargetKind::Vault(_) => "vault",
+            TargetKind::Kubernetes(_) => "kubernetes",
         }
     }
 
-    /// Builds the target, reading the environment variables it names.
-    pub fn build(&self) -> Result<Box<dyn Target>, SetupError> {
-        let setup = |field: &str, message: String| SetupError {
+    /// Builds the target's instances, reading the environment variables it
+    /// names. Only a `kubernetes` entry with a namespace selector makes a
+    /// call here, to list the namespaces, and only for
+    /// [`Selection::Current`].
+    pub async fn build(
+        &self,
+        selection: &Selection<'_>,
+    ) -> Result<Vec<Box<dyn Target>>, SetupError> {
+        let setup = |(field, message): (&str, String)| SetupError {
             field: format!("{}.{field}", self.path),
             message,
         };
-        Ok(match &self.kind {
+        let target: Box<dyn Target> = match &self.kind {
             TargetKind::File(spec) => Box::new(file::FileTarget::new(&self.name, spec.clone())),
             TargetKind::Dotenv(spec) => {
                 Box::new(dotenv::DotenvTarget::new(&self.name, spec.clone()))
             }
-            TargetKind::Vault(spec) => Box::new(
-                vault::VaultTarget::new(&self.name, spec.clone())
-                    .map_err(|(field, message)| setup(field, message))?,
-            ),
-        })
+            TargetKind::Vault(spec) => {
+                Box::new(vault::VaultTarget::new(&self.name, spec.clone()).map_err(setup)?)
+            }
+            TargetKind::Kubernetes(spec) => {
+                let targets = kubernetes::build(&self.name, spec, selection)
+                    .await
+                    .map_err(setup)?;
+                return Ok(targets
+                    .into_iter()
+                    .map(|target| Box::new(target) as Box<dyn Target>)
+                    .collect());
+            }
+        };
+        Ok(vec![target])
     }
 }
 
