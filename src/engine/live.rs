@@ -372,7 +372,7 @@ impl<'e> Live<'e> {
         }
     }
 
-    /// The new key, unsealed from the journal.
+    /// Unseals the new key from the journal.
     pub(super) async fn new_key(&self) -> Result<Key, EngineError> {
         let state = self.state().await;
         let Some((_, sealed)) = state.key.clone() else {
@@ -394,7 +394,7 @@ impl<'e> Live<'e> {
         }
     }
 
-    /// The preflight snapshot of a target, unsealed.
+    /// Unseals the preflight snapshot of a target.
     pub(super) fn snapshot_of(
         &self,
         state: &RunState,

@@ -1,13 +1,14 @@
 //! Rolling a run back.
 //!
-//! Undo runs in reverse order of the forward steps, and only for steps that
-//! were at least announced (an intent without an outcome may have had its
-//! effect): enable the old key again if it was disabled, restore every
-//! target and, where its consumers were restarted, restart them again so
-//! they load the previous value, then delete the new key at the issuer. Each undo step is itself
-//! journaled, so an interrupted rollback continues where it stopped. When a
-//! step cannot be undone, the run is marked as needing attention with what
-//! failed and what to do; running `rollback` again retries it.
+//! Undo runs in reverse order of the forward steps: enable the old key again
+//! if it was disabled, then restore every target, then delete the new key at
+//! the issuer. A target whose consumers were restarted gets them restarted
+//! again after its restore, so that they load the previous value. It covers every step that was at least
+//! announced, because an intent without an outcome may have had its
+//! effect. Each undo step is itself journaled, so an interrupted rollback
+//! continues where it stopped. When a step cannot be undone, the run is
+//! marked as needing attention with what failed and what to do; running
+//! `rollback` again retries it.
 
 use std::sync::Arc;
 
@@ -264,8 +265,8 @@ fn needs_restore(state: &RunState, target: &str) -> bool {
         && !state.is_done(&Step::Restore(target.to_string()))
 }
 
-/// Whether the target's consumers may have loaded the new key and were not
-/// restarted since the restore.
+/// Checks whether the target's consumers may have loaded the new key and
+/// were not restarted since the restore.
 fn needs_restart_again(state: &RunState, target: &str) -> bool {
     state.was_attempted(&Step::Restart(target.to_string()))
         && !state.is_done(&Step::RestartAfterRestore(target.to_string()))

@@ -9,6 +9,7 @@ mod journal;
 mod kubernetes;
 mod local_targets;
 mod locking;
+mod operator;
 mod playbook_errors;
 mod support;
 mod vault;
