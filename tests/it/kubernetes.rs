@@ -20,6 +20,9 @@ const ORIGINAL: &str = "sk_live_original_key_00000000";
 const CONCURRENT_WRITER: &str = "k8s-emulator.test/concurrent-writer";
 
 /// Cases that run on the emulator, and on a real cluster when asked for.
+// NOTE: the real-cluster variants have only been compiled, never run: no
+// cluster could run where they were written, so their timing (rollouts of
+// real pods) and their cleanup are untested.
 macro_rules! cluster_tests {
     ($($case:ident),* $(,)?) => {
         $(

@@ -2,7 +2,7 @@
 //! the playbook's settings, retrying calls, and turning API errors into
 //! target errors that never quote the server's message.
 //!
-//! The API server's `message` can contain object content: a 422 answer to a
+//! The API server's `message` can contain object content: a 422 response to a
 //! PATCH quotes the whole patched object, Secret data included. So errors
 //! are described from the Status `code`, `reason` and field names only,
 //! together with the object and verb keywheel was working on.
@@ -123,7 +123,7 @@ fn context_error(
 pub struct CallError(pub kube::Error);
 
 impl CallError {
-    /// The Status of an answer from the API server, when there is one.
+    /// Returns the Status of the API server's response, when there is one.
     pub fn status(&self) -> Option<&kube::core::Status> {
         match &self.0 {
             kube::Error::Api(status) => Some(status),
@@ -140,7 +140,8 @@ impl CallError {
         self.is_reason("NotFound", 404)
     }
 
-    /// A write refused because the object changed since it was read.
+    /// Checks for a write rejected because the object changed since it was
+    /// read.
     pub fn is_conflict(&self) -> bool {
         self.is_reason("Conflict", 409)
     }
@@ -178,7 +179,7 @@ impl fmt::Display for CallError {
             kube::Error::Api(status) => write!(f, "{}", describe_status(status)),
             kube::Error::SerdeError(err) => write!(
                 f,
-                "the answer could not be decoded (line {}, column {})",
+                "the response could not be decoded (line {}, column {})",
                 err.line(),
                 err.column()
             ),

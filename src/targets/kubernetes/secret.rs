@@ -207,7 +207,7 @@ impl KubernetesTarget {
                         tracing::warn!(
                             target = %self.name,
                             attempt,
-                            "create answered 409 AlreadyExists: another writer created the Secret; reading it to update it"
+                            "create rejected with 409 AlreadyExists: another writer created the Secret; reading it to update it"
                         );
                         continue;
                     }
@@ -331,7 +331,7 @@ impl KubernetesTarget {
             target = %self.name,
             attempt,
             max_attempts = MAX_WRITE_ATTEMPTS,
-            "update answered 409 Conflict: the Secret changed after it was read; reading it again"
+            "update rejected with 409 Conflict: the Secret changed after it was read; reading it again"
         );
     }
 
