@@ -154,9 +154,11 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     // Dependencies log their own internals at info and debug; keep them at
-    // warn unless the filter is set explicitly.
-    let default =
-        format!("{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn");
+    // warn unless the filter is set explicitly. kube logs the API server's
+    // error bodies at debug, and those can quote Secret data.
+    let default = format!(
+        "{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn,kube_client=warn,kube=warn"
+    );
     let filter = std::env::var("KEYWHEEL_LOG").unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

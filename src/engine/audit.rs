@@ -42,7 +42,10 @@ pub fn line(state: &RunState, record: &Record) -> Value {
 
 fn target_of(step: &Step) -> Option<&str> {
     match step {
-        Step::Push(target) | Step::Restore(target) => Some(target),
+        Step::Push(target)
+        | Step::Restore(target)
+        | Step::Restart(target)
+        | Step::RestartAfterRestore(target) => Some(target),
         _ => None,
     }
 }

@@ -6,6 +6,7 @@
 
 mod crash;
 mod journal;
+mod kubernetes;
 mod local_targets;
 mod locking;
 mod operator;
