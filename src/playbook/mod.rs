@@ -37,6 +37,8 @@ pub struct Playbook {
     pub issuer: IssuerSpec,
     pub targets: Vec<TargetSpec>,
     pub policy: Policy,
+    /// What to sample after the push, and when to roll back.
+    pub watch: Option<crate::watch::spec::WatchSpec>,
     /// Warnings found while loading; the playbook is valid despite them.
     pub warnings: Vec<Diagnostic>,
 }
@@ -158,6 +160,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         issuer: fields.issuer,
         targets: fields.targets,
         policy: fields.policy,
+        watch: fields.watch,
         warnings: cx.diagnostics,
     })
 }
@@ -193,6 +196,7 @@ struct PlaybookFields {
     issuer: IssuerSpec,
     targets: Vec<TargetSpec>,
     policy: Policy,
+    watch: Option<crate::watch::spec::WatchSpec>,
 }
 
 fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
@@ -242,6 +246,9 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         Some(node) => decode_policy(node, &top.path_of("policy"), cx),
         None => Policy::default(),
     };
+    let watch = top
+        .value("watch")
+        .and_then(|node| crate::watch::spec::decode(node, &top.path_of("watch"), cx));
     top.finish(cx);
 
     Some(PlaybookFields {
@@ -250,6 +257,7 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         issuer: issuer?,
         targets,
         policy,
+        watch,
     })
 }
 
