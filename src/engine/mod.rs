@@ -8,9 +8,15 @@
 //! 2. generate: the issuer makes the new key; it is sealed into the journal
 //!    before any target sees it.
 //! 3. verify: the issuer checks that the new key works.
-//! 4. push: every target gets the new values, read back and compared.
-//! 5. revoke: the old key is disabled where the issuer can re-enable it.
-//! 6. retire: the old key is deleted. This is the point of no return.
+//! 4. push: every target gets the new values, read back and compared. When
+//!    the playbook has a watch, the baselines of its relative thresholds
+//!    are sampled and journaled just before.
+//! 5. watch (overlap): the watch checks are sampled while the old key
+//!    still exists; a breach rolls the run back.
+//! 6. revoke: the old key is disabled where the issuer can re-enable it.
+//! 7. watch (after revoke): sampled again, where revoke was reversible; a
+//!    breach enables the old key again and rolls back.
+//! 8. retire: the old key is deleted. This is the point of no return.
 //!
 //! Invariants the code below keeps:
 //! - Nothing is pushed before the new key is sealed in the journal, so a
@@ -32,6 +38,10 @@ pub mod record;
 pub mod report;
 pub mod state;
 mod undo;
+pub mod watch_log;
+#[cfg(test)]
+mod watch_tests;
+mod watching;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +55,7 @@ use crate::run_id::RunId;
 use crate::seal::{SealError, Sealer};
 use crate::store::{Liveness, Store, StoreError};
 use crate::targets::{SetupError, Target};
+use crate::watch::Watcher;
 use journal::Journal;
 use live::Live;
 use record::{Event, Mode};
@@ -211,7 +222,7 @@ impl Engine {
             self.out
                 .warn(format!("{}: {warning}", playbook.path.display()));
         }
-        let (issuer, targets) = build(&playbook)?;
+        let built = build(&playbook)?;
         let run_id = RunId::generate();
         let lock = self.lock_playbook(&playbook.name, &run_id, None).await?;
 
@@ -237,9 +248,7 @@ impl Engine {
             }
         }
 
-        let result = self
-            .start_run(&playbook, &run_id, mode, issuer, targets)
-            .await;
+        let result = self.start_run(&playbook, &run_id, mode, built).await;
         lock.release().await;
         result
     }
@@ -249,8 +258,7 @@ impl Engine {
         playbook: &Playbook,
         run_id: &RunId,
         mode: Mode,
-        issuer: Box<dyn Issuer>,
-        targets: Vec<Arc<dyn Target>>,
+        built: Built,
     ) -> Result<RunReport, EngineError> {
         // Marked active first: a crash before the journal exists leaves a
         // marker to a missing run, which the next run clears.
@@ -279,7 +287,7 @@ impl Engine {
             })?;
         self.out
             .status("Started", format!("run {run_id} of {}", playbook.name));
-        let live = Live::new(self, journal, playbook.clone(), issuer, targets);
+        let live = Live::new(self, journal, playbook.clone(), built);
         live.forward().await?;
         self.finish(&live).await
     }
@@ -339,7 +347,7 @@ impl Engine {
             });
         }
         let playbook = self.stored_playbook(&run_id, &started).await?;
-        let (issuer, targets) = build(&playbook)?;
+        let built = build(&playbook)?;
         let lock = self
             .lock_playbook(&playbook.name, &run_id, Some(&run_id))
             .await?;
@@ -360,7 +368,7 @@ impl Engine {
                 })?;
             self.out
                 .status("Resuming", format!("run {run_id} of {}", playbook.name));
-            let live = Live::new(self, journal, playbook.clone(), issuer, targets);
+            let live = Live::new(self, journal, playbook.clone(), built);
             match how {
                 Continuation::Resume if live.is_rolling_back().await => {
                     live.roll_back(None).await?
@@ -481,11 +489,11 @@ enum Continuation {
     Rollback,
 }
 
-/// A playbook's issuer and targets, ready to call.
-type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>);
+/// A playbook's issuer, targets and watch, ready to call.
+type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>, Option<Arc<Watcher>>);
 
-/// Builds the issuer and targets of a playbook, collecting every setup
-/// error (missing environment variables, unreadable CA files).
+/// Builds the issuer, targets and watch of a playbook, collecting every
+/// setup error (missing environment variables, unreadable CA files).
 fn build(playbook: &Playbook) -> Result<Built, EngineError> {
     let mut errors = Vec::new();
     let issuer = playbook.issuer.build().map_err(|err| errors.push(err)).ok();
@@ -496,8 +504,16 @@ fn build(playbook: &Playbook) -> Result<Built, EngineError> {
             Err(err) => errors.push(err),
         }
     }
+    let watch = match playbook.watch.clone().map(Watcher::new) {
+        Some(Ok(watcher)) => Some(Arc::new(watcher)),
+        Some(Err(watch_errors)) => {
+            errors.extend(watch_errors);
+            None
+        }
+        None => None,
+    };
     match issuer {
-        Some(issuer) if errors.is_empty() => Ok((issuer, targets)),
+        Some(issuer) if errors.is_empty() => Ok((issuer, targets, watch)),
         _ => Err(EngineError::Setup(errors)),
     }
 }

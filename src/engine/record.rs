@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::run_id::RunId;
 use crate::seal::Sealed;
+use crate::watch::WatchWindow;
+use crate::watch::sample::Sample;
 
 /// One step of a run, forward or undo. Written as `kind` or `kind:target`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,6 +32,8 @@ pub enum Step {
     Reenable,
     /// Undo of `Generate`: delete the new key at the issuer.
     DeleteNew,
+    /// A watch window: sample the checks and judge them.
+    Watch(WatchWindow),
 }
 
 impl fmt::Display for Step {
@@ -44,6 +48,7 @@ impl fmt::Display for Step {
             Self::Restore(target) => write!(f, "restore:{target}"),
             Self::Reenable => f.write_str("reenable"),
             Self::DeleteNew => f.write_str("delete-new"),
+            Self::Watch(window) => write!(f, "watch:{window}"),
         }
     }
 }
@@ -66,6 +71,10 @@ impl FromStr for Step {
             ("restore", Some(target)) => Self::Restore(target),
             ("reenable", None) => Self::Reenable,
             ("delete-new", None) => Self::DeleteNew,
+            ("watch", Some(window)) => match WatchWindow::parse(&window) {
+                Some(window) => Self::Watch(window),
+                None => return Err(format!("unknown watch window {window:?}")),
+            },
             _ => return Err(format!("unknown step {text:?}")),
         })
     }
@@ -184,6 +193,18 @@ pub enum Event {
         outcome: Outcome,
         summary: String,
     },
+    /// A check's value before the push, for relative thresholds.
+    WatchBaseline {
+        check: String,
+        /// Written as Prometheus writes values.
+        value: String,
+    },
+    /// One sample of a watch window.
+    WatchSample {
+        window: WatchWindow,
+        check: String,
+        sample: Sample,
+    },
 }
 
 impl Event {
@@ -201,6 +222,8 @@ impl Event {
             Self::RollbackStarted { .. } => "rollback_started",
             Self::NeedsAttention { .. } => "needs_attention",
             Self::Finished { .. } => "finished",
+            Self::WatchBaseline { .. } => "watch_baseline",
+            Self::WatchSample { .. } => "watch_sample",
         }
     }
 }
@@ -227,6 +250,8 @@ mod tests {
             Step::Restore("a:b".into()),
             Step::DeleteOrphan("key_1".into()),
             Step::DeleteNew,
+            Step::Watch(WatchWindow::Overlap),
+            Step::Watch(WatchWindow::AfterRevoke),
         ] {
             assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
         }
