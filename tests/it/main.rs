@@ -11,3 +11,4 @@ mod locking;
 mod playbook_errors;
 mod support;
 mod vault;
+mod watch;
