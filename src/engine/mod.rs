@@ -29,6 +29,8 @@
 //! [`Engine`] is the entry point for `run`, `resume`, `rollback`, `plan`,
 //! `status` and `history`.
 
+mod audit;
+pub mod due;
 mod inspect;
 pub mod journal;
 mod live;
@@ -288,6 +290,14 @@ impl Engine {
         self.out
             .status("Started", format!("run {run_id} of {}", playbook.name));
         let live = Live::new(self, journal, playbook.clone(), built);
+        let started = RunReport::from_state(&live.state().await);
+        crate::notify::send(
+            &playbook.notify,
+            crate::notify::NotifyEvent::Start,
+            &started,
+            &self.out,
+        )
+        .await;
         live.forward().await?;
         self.finish(&live).await
     }
@@ -383,12 +393,25 @@ impl Engine {
         result
     }
 
+    /// Clears the active marker of a finished run and tells the webhooks
+    /// how the run ended.
     async fn finish(&self, live: &Live<'_>) -> Result<RunReport, EngineError> {
         let state = live.state().await;
         if state.is_finished() {
             self.store.set_active_run(state.playbook(), None).await?;
         }
-        Ok(RunReport::from_state(&state))
+        let report = RunReport::from_state(&state);
+        let event = crate::notify::NotifyEvent::for_status(report.status);
+        crate::notify::send(&live.playbook.notify, event, &report, &self.out).await;
+        Ok(report)
+    }
+
+    /// Returns a run's report with its audit log, for `report`.
+    pub async fn audit_log(&self, selector: &str) -> Result<(RunReport, String), EngineError> {
+        let run_id = self.resolve_run(selector).await?;
+        let state = self.load_state(&run_id).await?;
+        let audit = self.store.read_audit(&run_id).await?;
+        Ok((RunReport::from_state(&state), audit))
     }
 
     /// Parses the playbook copy saved when the run started.

@@ -39,6 +39,10 @@ pub struct Playbook {
     pub policy: Policy,
     /// What to sample after the push, and when to roll back.
     pub watch: Option<crate::watch::spec::WatchSpec>,
+    /// Rotate again once the last successful rotation is this old.
+    pub max_age: Option<std::time::Duration>,
+    /// Webhooks told about the run's start and end.
+    pub notify: Vec<crate::notify::NotifySpec>,
     /// Warnings found while loading; the playbook is valid despite them.
     pub warnings: Vec<Diagnostic>,
 }
@@ -161,6 +165,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         targets: fields.targets,
         policy: fields.policy,
         watch: fields.watch,
+        max_age: fields.max_age,
+        notify: fields.notify,
         warnings: cx.diagnostics,
     })
 }
@@ -197,6 +203,8 @@ struct PlaybookFields {
     targets: Vec<TargetSpec>,
     policy: Policy,
     watch: Option<crate::watch::spec::WatchSpec>,
+    max_age: Option<std::time::Duration>,
+    notify: Vec<crate::notify::NotifySpec>,
 }
 
 fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
@@ -249,6 +257,11 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
     let watch = top
         .value("watch")
         .and_then(|node| crate::watch::spec::decode(node, &top.path_of("watch"), cx));
+    let max_age = top.optional::<std::time::Duration>("max_age", cx);
+    let notify = match top.value("notify") {
+        Some(node) => crate::notify::NotifySpec::decode_list(node, &top.path_of("notify"), cx),
+        None => Vec::new(),
+    };
     top.finish(cx);
 
     Some(PlaybookFields {
@@ -258,6 +271,8 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         targets,
         policy,
         watch,
+        max_age,
+        notify,
     })
 }
 

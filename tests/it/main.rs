@@ -8,6 +8,7 @@ mod crash;
 mod journal;
 mod local_targets;
 mod locking;
+mod operator;
 mod playbook_errors;
 mod support;
 mod vault;
