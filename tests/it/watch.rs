@@ -211,7 +211,7 @@ fn empty_result_passes_when_the_playbook_says_so() {
 }
 
 #[test]
-fn nan_is_held_when_inconclusive_holds() {
+fn nan_holds_and_resume_watches_again() {
     let setup = setup();
     let path = playbook(
         &setup,
@@ -230,9 +230,19 @@ fn nan_is_held_when_inconclusive_holds() {
     setup.env.secret(&new_key);
     assert_ne!(new_key, setup.old_key, "a held run keeps the new key");
 
-    let rollback = setup
-        .env
-        .keywheel(&["rollback", report["run_id"].as_str().unwrap()]);
+    let run_id = report["run_id"].as_str().unwrap();
+    let resumed = setup.env.keywheel(&["resume", "--json", run_id]);
+    resumed.assert_code(EXIT_ATTENTION);
+    let rounds = resumed.json()["watch"]["rounds"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rounds.len(), 2, "resume watches a held window again");
+    assert_eq!(rounds[0]["verdict"], "inconclusive");
+    assert_eq!(rounds[1]["verdict"], "inconclusive");
+    assert_eq!(rounds[1]["samples"].as_array().unwrap().len(), 4);
+
+    let rollback = setup.env.keywheel(&["rollback", run_id]);
     rollback.assert_code(EXIT_OK);
     setup.assert_old_key_works();
 }
