@@ -4,7 +4,8 @@
 //! its keys ([`issuers`]) and the targets that hold it ([`targets`]). The
 //! engine ([`engine`]) walks the rotation as a journaled, resumable state
 //! machine with rollback, storing journals and locks through [`store`] and
-//! sealing every secret it must remember with [`seal`].
+//! sealing every secret it must remember with [`seal`]. [`watch`] samples the
+//! service's error rates after the push and decides whether to roll back.
 
 // Tests may unwrap: a panic there is a failed test, not a crash a user sees.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -25,3 +26,4 @@ pub mod seal;
 pub mod secret;
 pub mod store;
 pub mod targets;
+pub mod watch;

@@ -86,5 +86,22 @@ fn describe(event: &Event) -> (Option<&Step>, &'static str, String) {
             };
             (None, outcome, summary.clone())
         }
+        Event::WatchBaseline { check, value } => (
+            None,
+            "done",
+            format!("baseline of watch check {check}: {value}"),
+        ),
+        Event::WatchSample {
+            window,
+            check,
+            sample,
+        } => (
+            None,
+            "sampled",
+            format!(
+                "watch {window}, check {check}: {}",
+                crate::output::watch::describe(sample)
+            ),
+        ),
     }
 }

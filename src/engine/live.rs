@@ -14,6 +14,7 @@ use crate::output::Confirmation;
 use crate::playbook::{PartialFailure, Playbook};
 use crate::secret::SecretBytes;
 use crate::targets::{Snapshot, Target, TargetCx};
+use crate::watch::WatchWindow;
 
 pub struct Live<'e> {
     pub(super) engine: &'e Engine,
@@ -24,6 +25,7 @@ pub struct Live<'e> {
     pub(super) targets: Vec<Arc<dyn Target>>,
     pub(super) tcx: TargetCx,
     pub(super) icx: IssuerCx,
+    pub(super) watch: Option<Arc<crate::watch::Watcher>>,
 }
 
 /// Returns the step that passed the point of no return, if any.
@@ -39,8 +41,7 @@ impl<'e> Live<'e> {
         engine: &'e Engine,
         journal: Journal,
         playbook: Playbook,
-        issuer: Box<dyn Issuer>,
-        targets: Vec<Arc<dyn Target>>,
+        (issuer, targets, watch): super::Built,
     ) -> Self {
         let run_id = journal.run_id().clone();
         Self {
@@ -59,6 +60,7 @@ impl<'e> Live<'e> {
             playbook,
             issuer,
             targets,
+            watch,
         }
     }
 
@@ -95,7 +97,7 @@ impl<'e> Live<'e> {
             return Ok(());
         }
         let key = self.new_key().await?;
-        if !self.verify(&key).await? {
+        if !self.verify(&key).await? || !self.watch_baseline().await? {
             return Ok(());
         }
 
@@ -117,7 +119,7 @@ impl<'e> Live<'e> {
             return Ok(());
         }
 
-        if !self.revoke_and_retire().await? {
+        if !self.watch_window(WatchWindow::Overlap).await? || !self.revoke_and_retire().await? {
             return Ok(());
         }
         let summary = format!(
@@ -591,6 +593,11 @@ impl<'e> Live<'e> {
                     return Ok(false);
                 }
             }
+        }
+        if revocation == Revocation::DisableThenDelete
+            && !self.watch_window(WatchWindow::AfterRevoke).await?
+        {
+            return Ok(false);
         }
         if !self.state().await.is_done(&Step::Retire) {
             if !self.confirm_point_of_no_return(&old_id).await? {

@@ -8,12 +8,18 @@
 //! 2. generate: the issuer makes the new key; it is sealed into the journal
 //!    before any target sees it.
 //! 3. verify: the issuer checks that the new key works.
-//! 4. push: every target gets the new values, read back and compared.
+//! 4. push: every target gets the new values, read back and compared. When
+//!    the playbook has a watch, the baselines of its relative thresholds
+//!    are sampled and journaled just before.
 //! 5. restart: once every target is pushed, targets with consumers to
 //!    restart restart them and wait until the restart is confirmed. A
 //!    failed restart rolls the run back.
-//! 6. revoke: the old key is disabled where the issuer can re-enable it.
-//! 7. retire: the old key is deleted. This is the point of no return.
+//! 6. watch (overlap): the watch checks are sampled while the old key
+//!    still exists; a breach rolls the run back.
+//! 7. revoke: the old key is disabled where the issuer can re-enable it.
+//! 8. watch (after revoke): sampled again, where revoke was reversible; a
+//!    breach enables the old key again and rolls back.
+//! 9. retire: the old key is deleted. This is the point of no return.
 //!
 //! Invariants the code below keeps:
 //! - Nothing is pushed before the new key is sealed in the journal, so a
@@ -42,6 +48,10 @@ pub mod report;
 mod restart;
 pub mod state;
 mod undo;
+pub mod watch_log;
+#[cfg(test)]
+mod watch_tests;
+mod watching;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +65,7 @@ use crate::run_id::RunId;
 use crate::seal::{SealError, Sealer};
 use crate::store::{Liveness, Store, StoreError};
 use crate::targets::{Selection, SetupError, Target};
+use crate::watch::Watcher;
 use journal::Journal;
 use live::Live;
 use record::{Event, Mode};
@@ -221,7 +232,7 @@ impl Engine {
             self.out
                 .warn(format!("{}: {warning}", playbook.path.display()));
         }
-        let (issuer, targets) = build(&playbook, Selection::Current).await?;
+        let built = build(&playbook, Selection::Current).await?;
         let run_id = RunId::generate();
         let lock = self.lock_playbook(&playbook.name, &run_id, None).await?;
 
@@ -247,9 +258,7 @@ impl Engine {
             }
         }
 
-        let result = self
-            .start_run(&playbook, &run_id, mode, issuer, targets)
-            .await;
+        let result = self.start_run(&playbook, &run_id, mode, built).await;
         lock.release().await;
         result
     }
@@ -259,8 +268,7 @@ impl Engine {
         playbook: &Playbook,
         run_id: &RunId,
         mode: Mode,
-        issuer: Box<dyn Issuer>,
-        targets: Vec<Arc<dyn Target>>,
+        built: Built,
     ) -> Result<RunReport, EngineError> {
         // Marked active first: a crash before the journal exists leaves a
         // marker to a missing run, which the next run clears.
@@ -289,7 +297,7 @@ impl Engine {
             })?;
         self.out
             .status("Started", format!("run {run_id} of {}", playbook.name));
-        let live = Live::new(self, journal, playbook.clone(), issuer, targets);
+        let live = Live::new(self, journal, playbook.clone(), built);
         let started = RunReport::from_state(&live.state().await);
         crate::notify::send(
             &playbook.notify,
@@ -368,7 +376,7 @@ impl Engine {
                 Some(_) => Selection::Journaled(&journaled),
                 None => Selection::Current,
             };
-            let (issuer, targets) = build(&playbook, selection).await?;
+            let built = build(&playbook, selection).await?;
             let journal = Journal::new(self.store.clone(), state);
             journal
                 .append(Event::Resumed {
@@ -383,7 +391,7 @@ impl Engine {
                 })?;
             self.out
                 .status("Resuming", format!("run {run_id} of {}", playbook.name));
-            let live = Live::new(self, journal, playbook.clone(), issuer, targets);
+            let live = Live::new(self, journal, playbook.clone(), built);
             match how {
                 Continuation::Resume if live.is_rolling_back().await => {
                     live.roll_back(None).await?
@@ -517,11 +525,11 @@ enum Continuation {
     Rollback,
 }
 
-/// A playbook's issuer and targets, ready to call.
-type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>);
+/// A playbook's issuer, targets and watch, ready to call.
+type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>, Option<Arc<Watcher>>);
 
-/// Builds the issuer and the target instances of a playbook, collecting
-/// every setup error (missing environment variables, unreadable CA files).
+/// Builds the issuer, the target instances and the watch of a playbook,
+/// collecting every setup error (missing environment variables, unreadable CA files).
 ///
 /// This is where a playbook entry becomes its targets, and the one place
 /// that may call a server before preflight: a Kubernetes namespace label
@@ -554,8 +562,16 @@ async fn build(playbook: &Playbook, selection: Selection<'_>) -> Result<Built, E
             }
         }
     }
+    let watch = match playbook.watch.clone().map(Watcher::new) {
+        Some(Ok(watcher)) => Some(Arc::new(watcher)),
+        Some(Err(watch_errors)) => {
+            errors.extend(watch_errors);
+            None
+        }
+        None => None,
+    };
     match issuer {
-        Some(issuer) if errors.is_empty() => Ok((issuer, targets)),
+        Some(issuer) if errors.is_empty() => Ok((issuer, targets, watch)),
         _ => Err(EngineError::Setup(errors)),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 
 use super::report::{Plan, PlanStep, PlanTarget};
-use super::{EngineError, build};
+use super::{EngineError, build, watching};
 use crate::issuers::{CurrentFields, IssuerCx, Overrides, Revocation};
 use crate::playbook::Playbook;
 use crate::retry::RetryPolicy;
@@ -14,7 +14,7 @@ use crate::targets::{Selection, TargetCx};
 
 /// Builds the plan of `playbook`. Targets and issuer are only read.
 pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, EngineError> {
-    let (issuer, targets) = build(playbook, Selection::Current).await?;
+    let (issuer, targets, watch) = build(playbook, Selection::Current).await?;
     let run_id = RunId::generate();
     let tcx = TargetCx {
         run_id: run_id.clone(),
@@ -109,6 +109,16 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
             ));
         }
     }
+    let watch_step = |window: crate::watch::WatchWindow| {
+        watch.as_ref().map(|w| {
+            step(
+                &format!("watch:{window}"),
+                &watching::describe(&w.spec, window),
+                false,
+            )
+        })
+    };
+    steps.extend(watch_step(crate::watch::WatchWindow::Overlap));
     match issuer.revocation() {
         Revocation::Replace => steps.push(step(
             "finish",
@@ -117,6 +127,7 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
         )),
         Revocation::DisableThenDelete => {
             steps.push(step("revoke", "disable the old key (can be re-enabled by a rollback)", false));
+            steps.extend(watch_step(crate::watch::WatchWindow::AfterRevoke));
             steps.push(step("retire", "delete the old key: the point of no return", true));
         }
         Revocation::DeleteOnly => {

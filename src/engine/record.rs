@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::run_id::RunId;
 use crate::seal::Sealed;
+use crate::watch::WatchWindow;
+use crate::watch::sample::Sample;
 
 /// One step of a run, forward or undo. Written as `kind` or `kind:target`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,6 +37,8 @@ pub enum Step {
     Reenable,
     /// Undo of `Generate`: delete the new key at the issuer.
     DeleteNew,
+    /// A watch window: sample the checks and judge them.
+    Watch(WatchWindow),
 }
 
 impl fmt::Display for Step {
@@ -51,6 +55,7 @@ impl fmt::Display for Step {
             Self::RestartAfterRestore(target) => write!(f, "restart-after-restore:{target}"),
             Self::Reenable => f.write_str("reenable"),
             Self::DeleteNew => f.write_str("delete-new"),
+            Self::Watch(window) => write!(f, "watch:{window}"),
         }
     }
 }
@@ -75,6 +80,10 @@ impl FromStr for Step {
             ("restart-after-restore", Some(target)) => Self::RestartAfterRestore(target),
             ("reenable", None) => Self::Reenable,
             ("delete-new", None) => Self::DeleteNew,
+            ("watch", Some(window)) => match WatchWindow::parse(&window) {
+                Some(window) => Self::Watch(window),
+                None => return Err(format!("unknown watch window {window:?}")),
+            },
             _ => return Err(format!("unknown step {text:?}")),
         })
     }
@@ -193,6 +202,18 @@ pub enum Event {
         outcome: Outcome,
         summary: String,
     },
+    /// A check's value before the push, for relative thresholds.
+    WatchBaseline {
+        check: String,
+        /// Written as Prometheus writes values.
+        value: String,
+    },
+    /// One sample of a watch window.
+    WatchSample {
+        window: WatchWindow,
+        check: String,
+        sample: Sample,
+    },
 }
 
 impl Event {
@@ -210,6 +231,8 @@ impl Event {
             Self::RollbackStarted { .. } => "rollback_started",
             Self::NeedsAttention { .. } => "needs_attention",
             Self::Finished { .. } => "finished",
+            Self::WatchBaseline { .. } => "watch_baseline",
+            Self::WatchSample { .. } => "watch_sample",
         }
     }
 }
@@ -238,6 +261,8 @@ mod tests {
             Step::RestartAfterRestore("app/team-a".into()),
             Step::DeleteOrphan("key_1".into()),
             Step::DeleteNew,
+            Step::Watch(WatchWindow::Overlap),
+            Step::Watch(WatchWindow::AfterRevoke),
         ] {
             assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
         }

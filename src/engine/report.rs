@@ -76,6 +76,8 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     /// What the operator must look at, when anything.
     pub attention: Vec<String>,
+    /// Baselines and every sample of the watch windows, with verdicts.
+    pub watch: super::watch_log::WatchLog,
 }
 
 impl RunReport {
@@ -148,6 +150,7 @@ impl RunReport {
             targets,
             steps,
             attention,
+            watch: state.watch.clone(),
         }
     }
 }

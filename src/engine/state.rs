@@ -89,6 +89,8 @@ pub struct RunState {
     pub finished_summary: Option<String>,
     pub last_seq: u64,
     pub last_at: String,
+    /// Baselines and samples of the watch.
+    pub watch: super::watch_log::WatchLog,
 }
 
 impl RunState {
@@ -106,6 +108,7 @@ impl RunState {
             finished_summary: None,
             last_seq: 0,
             last_at: String::new(),
+            watch: Default::default(),
         }
     }
 
@@ -123,6 +126,7 @@ impl RunState {
         self.last_seq = record.seq;
         self.last_at = record.at.clone();
         let at = record.at.clone();
+        self.watch.apply(record);
         match &record.event {
             Event::RunStarted {
                 playbook,
@@ -208,6 +212,7 @@ impl RunState {
                 self.phase = Phase::Finished(*outcome);
                 self.finished_summary = Some(summary.clone());
             }
+            Event::WatchBaseline { .. } | Event::WatchSample { .. } => {}
         }
     }
 

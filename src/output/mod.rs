@@ -12,6 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod render;
+pub mod watch;
 
 /// How output should behave, from the command line.
 #[derive(Clone, Copy, Debug, Default)]

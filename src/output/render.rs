@@ -59,6 +59,7 @@ pub fn run_report(report: &RunReport) -> String {
             );
         }
     }
+    write_watch(&mut out, report);
     if !report.attention.is_empty() {
         let _ = writeln!(out, "  needs attention:");
         for item in &report.attention {
@@ -66,6 +67,37 @@ pub fn run_report(report: &RunReport) -> String {
         }
     }
     out
+}
+
+/// The watch rounds of a run, each check with its samples.
+fn write_watch(out: &mut String, report: &RunReport) {
+    let watch = &report.watch;
+    if watch.rounds.is_empty() && watch.baselines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  watch:");
+    for (check, value) in &watch.baselines {
+        let _ = writeln!(out, "    baseline of {check}: {value}");
+    }
+    for round in &watch.rounds {
+        let verdict = round.verdict.as_deref().unwrap_or("running");
+        let _ = writeln!(
+            out,
+            "    {} started {}: {verdict}",
+            round.window, round.started_at
+        );
+        if let Some(reason) = &round.reason {
+            let _ = writeln!(out, "      {reason}");
+        }
+        let mut checks: Vec<&str> = round.samples.iter().map(|s| s.check.as_str()).collect();
+        checks.dedup();
+        checks.sort_unstable();
+        checks.dedup();
+        for check in checks {
+            let samples = round.samples_of(check);
+            let _ = writeln!(out, "      {}", super::watch::summarize(check, &samples));
+        }
+    }
 }
 
 /// One line per run, for `history`.

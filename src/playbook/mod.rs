@@ -37,6 +37,8 @@ pub struct Playbook {
     pub issuer: IssuerSpec,
     pub targets: Vec<TargetSpec>,
     pub policy: Policy,
+    /// What to sample after the push, and when to roll back.
+    pub watch: Option<crate::watch::spec::WatchSpec>,
     /// Rotate again once the last successful rotation is this old.
     pub max_age: Option<std::time::Duration>,
     /// Webhooks told about the run's start and end.
@@ -162,6 +164,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         issuer: fields.issuer,
         targets: fields.targets,
         policy: fields.policy,
+        watch: fields.watch,
         max_age: fields.max_age,
         notify: fields.notify,
         warnings: cx.diagnostics,
@@ -199,6 +202,7 @@ struct PlaybookFields {
     issuer: IssuerSpec,
     targets: Vec<TargetSpec>,
     policy: Policy,
+    watch: Option<crate::watch::spec::WatchSpec>,
     max_age: Option<std::time::Duration>,
     notify: Vec<crate::notify::NotifySpec>,
 }
@@ -250,6 +254,9 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         Some(node) => decode_policy(node, &top.path_of("policy"), cx),
         None => Policy::default(),
     };
+    let watch = top
+        .value("watch")
+        .and_then(|node| crate::watch::spec::decode(node, &top.path_of("watch"), cx));
     let max_age = top.optional::<std::time::Duration>("max_age", cx);
     let notify = match top.value("notify") {
         Some(node) => crate::notify::NotifySpec::decode_list(node, &top.path_of("notify"), cx),
@@ -263,6 +270,7 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         issuer: issuer?,
         targets,
         policy,
+        watch,
         max_age,
         notify,
     })

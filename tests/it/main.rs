@@ -13,3 +13,4 @@ mod operator;
 mod playbook_errors;
 mod support;
 mod vault;
+mod watch;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod kube;
+pub mod prometheus;
 pub mod proxy;
 pub mod vault;
 
