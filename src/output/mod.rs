@@ -27,6 +27,8 @@ pub struct OutputOptions {
 #[derive(Debug)]
 pub struct Output {
     options: OutputOptions,
+    /// Prints nothing at all, warnings and errors included.
+    muted: bool,
     color: bool,
     stderr_tty: bool,
     stdin_tty: bool,
@@ -45,8 +47,9 @@ impl Output {
     pub fn new(options: OutputOptions) -> Self {
         let stderr_tty = io::stderr().is_terminal();
         let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
-        Self {
+                Self {
             options,
+            muted: false,
             color,
             stderr_tty,
             stdin_tty: io::stdin().is_terminal(),
@@ -61,6 +64,7 @@ impl Output {
                 yes: false,
                 no_input: true,
             },
+                        muted: true,
             color: false,
             stderr_tty: false,
             stdin_tty: false,
@@ -101,7 +105,10 @@ impl Output {
         }
     }
 
-    fn line(&self, verb: &str, color: &str, message: impl Display) {
+        fn line(&self, verb: &str, color: &str, message: impl Display) {
+        if self.muted {
+            return;
+        }
         let mut err = io::stderr().lock();
         let _ = if self.color {
             writeln!(err, "\x1b[1;{color}m{verb:>12}\x1b[0m {message}")
