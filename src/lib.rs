@@ -4,7 +4,8 @@
 //! its keys ([`issuers`]) and the targets that hold it ([`targets`]). The
 //! engine ([`engine`]) walks the rotation as a journaled, resumable state
 //! machine with rollback, storing journals and locks through [`store`] and
-//! sealing every secret it must remember with [`seal`].
+//! sealing every secret it must remember with [`seal`]. Probes
+//! ([`verify`]) check that a new key works before the old one is revoked.
 
 // Tests may unwrap: a panic there is a failed test, not a crash a user sees.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod exit;
 pub mod fsutil;
 pub mod host;
+pub mod http_client;
 pub mod issuers;
 pub mod key;
 pub mod output;
@@ -23,3 +25,5 @@ pub mod seal;
 pub mod secret;
 pub mod store;
 pub mod targets;
+pub mod template;
+pub mod verify;

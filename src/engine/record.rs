@@ -22,8 +22,12 @@ pub enum Step {
     DeleteOrphan(String),
     Verify,
     Push(String),
+    /// The probes again, once every target holds the new key.
+    VerifyPushed,
     Revoke,
     Retire,
+    /// The probe that checks the old key is refused after revoke.
+    ConfirmRevoked,
     /// Undo of `Push`.
     Restore(String),
     /// Undo of `Revoke`: enable the old key again.
@@ -39,8 +43,10 @@ impl fmt::Display for Step {
             Self::DeleteOrphan(id) => write!(f, "delete-orphan:{id}"),
             Self::Verify => f.write_str("verify"),
             Self::Push(target) => write!(f, "push:{target}"),
+            Self::VerifyPushed => f.write_str("verify-pushed"),
             Self::Revoke => f.write_str("revoke"),
             Self::Retire => f.write_str("retire"),
+            Self::ConfirmRevoked => f.write_str("confirm-revoked"),
             Self::Restore(target) => write!(f, "restore:{target}"),
             Self::Reenable => f.write_str("reenable"),
             Self::DeleteNew => f.write_str("delete-new"),
@@ -61,8 +67,10 @@ impl FromStr for Step {
             ("delete-orphan", Some(id)) => Self::DeleteOrphan(id),
             ("verify", None) => Self::Verify,
             ("push", Some(target)) => Self::Push(target),
+            ("verify-pushed", None) => Self::VerifyPushed,
             ("revoke", None) => Self::Revoke,
             ("retire", None) => Self::Retire,
+            ("confirm-revoked", None) => Self::ConfirmRevoked,
             ("restore", Some(target)) => Self::Restore(target),
             ("reenable", None) => Self::Reenable,
             ("delete-new", None) => Self::DeleteNew,
@@ -227,6 +235,8 @@ mod tests {
             Step::Restore("a:b".into()),
             Step::DeleteOrphan("key_1".into()),
             Step::DeleteNew,
+            Step::VerifyPushed,
+            Step::ConfirmRevoked,
         ] {
             assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
         }

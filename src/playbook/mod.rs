@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::issuers::IssuerSpec;
 use crate::targets::TargetSpec;
+use crate::verify::VerifySpec;
 use decode::{Cx, Decode, Diagnostic, FieldPath, MapReader, Severity, decode_choice};
 
 /// The playbook format version this build reads.
@@ -36,6 +37,8 @@ pub struct Playbook {
     pub description: Option<String>,
     pub issuer: IssuerSpec,
     pub targets: Vec<TargetSpec>,
+    /// Probes that check the new key, and that the old key is refused.
+    pub verify: Option<VerifySpec>,
     pub policy: Policy,
     /// Warnings found while loading; the playbook is valid despite them.
     pub warnings: Vec<Diagnostic>,
@@ -157,6 +160,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         description: fields.description,
         issuer: fields.issuer,
         targets: fields.targets,
+        verify: fields.verify,
         policy: fields.policy,
         warnings: cx.diagnostics,
     })
@@ -192,6 +196,7 @@ struct PlaybookFields {
     description: Option<String>,
     issuer: IssuerSpec,
     targets: Vec<TargetSpec>,
+    verify: Option<VerifySpec>,
     policy: Policy,
 }
 
@@ -238,6 +243,10 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
     }
 
     let targets = decode_targets(&mut top, root, cx);
+    let verify = match top.value("verify") {
+        Some(node) => VerifySpec::decode(node, &top.path_of("verify"), cx),
+        None => None,
+    };
     let policy = match top.value("policy") {
         Some(node) => decode_policy(node, &top.path_of("policy"), cx),
         None => Policy::default(),
@@ -249,6 +258,7 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         description,
         issuer: issuer?,
         targets,
+        verify,
         policy,
     })
 }
