@@ -203,7 +203,7 @@ impl VerifySpec {
         }
     }
 
-    /// Whether any probe runs at `stage`.
+    /// Returns whether any probe runs at `stage`.
     pub fn runs_at(&self, stage: Stage) -> bool {
         self.probes.iter().any(|probe| probe.runs_at(stage))
     }
@@ -539,7 +539,7 @@ impl<'s> Prober<'s> {
     }
 }
 
-/// Why one attempt of a probe did not pass.
+/// The reason one attempt of a probe did not pass.
 enum Attempt {
     /// The probe cannot be sent at all; retrying will not help.
     Invalid(String),
@@ -596,7 +596,8 @@ mod tests {
         let probe = &spec.probes[0];
         assert_eq!(probe.expect_status, [200, 204]);
         assert_eq!(probe.expect_json[0].1, Value::String("list".into()));
-        assert!(!probe.after_generate && probe.after_push);
+        assert!(!probe.after_generate);
+        assert!(probe.after_push);
         assert_eq!(spec.revoked.unwrap().expect_status, [401]);
     }
 

@@ -5,7 +5,7 @@
 //! plain number keep that type, anything quoted is a string, so `"60"`
 //! sends the string "60". A string that is exactly one placeholder,
 //! `scopes: "{{ old.scopes }}"`, is replaced by the JSON value itself (a
-//! list here); a string with placeholders among other text stays a string
+//! list here). A string with placeholders among other text stays a string,
 //! with the values written in as text. The quotes are needed: unquoted,
 //! YAML reads `{{ ... }}` as a mapping.
 
@@ -32,7 +32,7 @@ pub enum BodyTemplate {
 }
 
 impl BodyTemplate {
-    /// Every placeholder in the body.
+    /// Returns every placeholder in the body.
     pub fn placeholders(&self) -> Vec<&Placeholder> {
         let mut out = Vec::new();
         self.collect(&mut out);
@@ -162,8 +162,8 @@ pub fn decode(node: &Node, path: &FieldPath, cx: &mut Cx, scope: &Scope) -> Opti
     }
 }
 
-/// Decodes a YAML value as plain JSON, without placeholders: for values a
-/// probe compares a response with.
+/// Decodes a YAML value as plain JSON, without placeholders, for the
+/// values a probe compares a response with.
 pub fn decode_json(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<Value> {
     match &node.value {
         YamlValue::Scalar(scalar) if scalar.style != Style::Plain => {
@@ -251,7 +251,7 @@ fn plain_scalar(node: &Node, path: &FieldPath, cx: &mut Cx, scalar: &Scalar) -> 
     Some(Value::String(text.to_string()))
 }
 
-/// Whether `text` is a number in YAML 1.2's JSON schema:
+/// Returns whether `text` is a number in YAML 1.2's JSON schema:
 /// `-?(0|[1-9][0-9]*)(\.[0-9]*)?([eE][-+]?[0-9]+)?`.
 fn looks_like_number(text: &str) -> bool {
     let bytes = text.strip_prefix('-').unwrap_or(text).as_bytes();

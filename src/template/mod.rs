@@ -10,7 +10,7 @@
 //! The roots ([`Root`]):
 //! - `old`: the key in use before the run. In issuer operations its
 //!   members are the attributes the issuer returned for it (`old.id`,
-//!   `old.scopes`); in verification probes they are the key fields the
+//!   `old.scopes`). In verification probes they are the key fields the
 //!   targets held (`old.secret`).
 //! - `new`: the key this run made: `new.id` and its fields (`new.secret`).
 //! - `run`: `run.id` and `run.idempotency_key`, which is derived from the
@@ -116,14 +116,14 @@ pub struct RenderError {
     pub message: String,
 }
 
-/// Which roots a template may use, and which members of `old` and `new`.
+/// The roots a template may use, and the members of `old` and `new`.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope<'a> {
     pub roots: &'a [Root],
     /// When set, `old` and `new` take exactly one member, one of these key
     /// field names (`id` included); otherwise `old` takes any member path.
     pub key_fields: Option<&'a [String]>,
-    /// Where the template sits, for messages: "operations.create".
+    /// The template's place, for messages: "operations.create".
     pub place: &'a str,
 }
 
@@ -157,7 +157,7 @@ impl Template {
         })
     }
 
-    /// A template without placeholders.
+    /// Makes a template without placeholders.
     pub fn literal(text: &str) -> Self {
         Self {
             parts: vec![Part::Text(text.to_string())],
@@ -167,7 +167,7 @@ impl Template {
         }
     }
 
-    /// Every placeholder, in order.
+    /// Returns every placeholder, in order.
     pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
         self.parts.iter().filter_map(|part| match part {
             Part::Value(placeholder) => Some(placeholder),
@@ -175,7 +175,7 @@ impl Template {
         })
     }
 
-    /// The placeholder when the template is exactly one placeholder.
+    /// Returns the placeholder when the template is exactly one placeholder.
     pub fn whole_value(&self) -> Option<&Placeholder> {
         match self.parts.as_slice() {
             [Part::Value(placeholder)] => Some(placeholder),
@@ -183,7 +183,7 @@ impl Template {
         }
     }
 
-    /// Whether the template has any placeholder.
+    /// Returns whether the template has any placeholder.
     pub fn has_placeholders(&self) -> bool {
         self.placeholders().next().is_some()
     }
@@ -349,7 +349,7 @@ enum Found<'a> {
 }
 
 impl Found<'_> {
-    /// The value as text; a secret stays in memory that is zeroed on drop.
+    /// Returns the value as text, in memory that is zeroed on drop.
     fn as_text(&self) -> Result<Zeroizing<String>, String> {
         match self {
             Found::Json(Value::String(text)) => Ok(Zeroizing::new(text.clone())),
@@ -389,7 +389,8 @@ impl Vars {
         self
     }
 
-    /// The values of `run`: its id and the idempotency key derived from it.
+    /// Sets the values of `run`: its id and the idempotency key derived
+    /// from it.
     pub fn set_run(&mut self, run_id: &crate::run_id::RunId) -> &mut Self {
         self.set(
             Root::Run,

@@ -31,8 +31,8 @@
 //! Preflight finds the old key (see [`spec::OldKeySpec`]) and reads it with
 //! `get` (or from `list`). The attributes the create templates name
 //! (`old.scopes`, ...) are journaled in clear with the run, so every
-//! attempt of the create sends the same body; only those attributes are
-//! kept, which keeps any secret the API returns out of the journal. The
+//! attempt of the create sends the same body. Only those attributes are
+//! kept, so a secret the API returns with the key stays out of the journal. The
 //! create body is rendered at preflight too, so a template that names a
 //! missing attribute stops the run before anything changes.
 //!
@@ -55,7 +55,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{CurrentFields, Issuer, IssuerCx, IssuerError, IssuerSnapshot, Recovered, Revocation};
-use crate::http_client::{self, Response, HttpClient, Request};
+use crate::http_client::{self, HttpClient, Request, Response};
 use crate::key::Key;
 use crate::retry::{self, Failure};
 use crate::secret::{Redactor, SecretBytes};
@@ -73,7 +73,7 @@ pub struct HttpIssuer {
     redactor: Redactor,
 }
 
-/// What preflight journals: public attributes only.
+/// The preflight state that is journaled: public attributes only.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct HttpState {
     /// The old key's id and the attributes the create templates use.
@@ -285,7 +285,7 @@ impl HttpIssuer {
         }
     }
 
-    /// The id of a listed key object.
+    /// Returns the id of a listed key object.
     fn item_id(&self, item: &Value) -> Option<String> {
         let pointer = self.spec.operations.list.as_ref()?.item_id.as_str();
         id_text(item.pointer(pointer)?)
@@ -453,7 +453,7 @@ impl HttpIssuer {
         vars
     }
 
-    /// Sends the create; `what` is how the caller names the attempt.
+    /// Sends the create with the run's idempotency key, when configured.
     async fn send_create(
         &self,
         cx: &IssuerCx,
@@ -489,7 +489,7 @@ impl HttpIssuer {
     }
 }
 
-/// An id as text: a JSON string, or a number written as text.
+/// Returns an id as text: a JSON string, or a number written as text.
 fn id_text(value: &Value) -> Option<String> {
     match value {
         Value::String(text) if !text.is_empty() => Some(text.clone()),

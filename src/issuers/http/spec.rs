@@ -93,7 +93,7 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// Every placeholder in the URL, headers and body.
+    /// Returns every placeholder in the URL, headers and body.
     pub fn placeholders(&self) -> Vec<&template::Placeholder> {
         let mut out: Vec<_> = self.url.placeholders().collect();
         for (_, value) in &self.headers {
@@ -248,7 +248,9 @@ impl HttpSpec {
             .placeholders()
             .iter()
             .any(|p| p.root == Root::Run && p.members == ["id"]);
-        if self.run_tag.is_some() && !create_uses_run_id {
+        // An invalid create template is left out of the operation, so the
+        // run id may only seem missing; that error is reported already.
+        if self.run_tag.is_some() && !create_uses_run_id && !cx.has_errors() {
             cx.error_hint(
                 node,
                 &path.key("operations").key("create"),
@@ -291,7 +293,7 @@ impl HttpSpec {
 }
 
 impl Operations {
-    /// The operations that are described.
+    /// Returns the operations the playbook describes.
     pub fn all(&self) -> Vec<&Operation> {
         [
             self.get.as_ref(),

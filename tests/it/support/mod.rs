@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod key_service;
 pub mod proxy;
 pub mod vault;
 
