@@ -17,6 +17,8 @@ pub mod host;
 pub mod http_client;
 pub mod issuers;
 pub mod key;
+pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod playbook;
 pub mod retry;

@@ -82,7 +82,7 @@ impl<'e> Live<'e> {
             })
     }
 
-    fn out(&self) -> &crate::output::Output {
+    pub(super) fn out(&self) -> &crate::output::Output {
         &self.engine.out
     }
 
@@ -112,6 +112,9 @@ impl<'e> Live<'e> {
                     self.record(Event::Held { reason }).await
                 }
             };
+        }
+        if !self.restart_all().await? {
+            return Ok(());
         }
 
         if !self.verify_pushed(&key).await? {

@@ -10,12 +10,12 @@ use crate::issuers::{CurrentFields, IssuerCx, Overrides, Revocation};
 use crate::playbook::Playbook;
 use crate::retry::RetryPolicy;
 use crate::run_id::RunId;
-use crate::targets::TargetCx;
+use crate::targets::{Selection, TargetCx};
 use crate::verify::Stage;
 
 /// Builds the plan of `playbook`. Targets and issuer are only read.
 pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, EngineError> {
-    let (issuer, targets) = build(playbook)?;
+    let (issuer, targets) = build(playbook, Selection::Current).await?;
     let run_id = RunId::generate();
     let tcx = TargetCx {
         run_id: run_id.clone(),
@@ -96,6 +96,19 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
             ),
             false,
         ));
+    }
+    for target in &targets {
+        let restarts = target.restarts();
+        if !restarts.is_empty() {
+            steps.push(step(
+                &format!("restart:{}", target.name()),
+                &format!(
+                    "restart {} and wait until the rollout is complete",
+                    restarts.join(", ")
+                ),
+                false,
+            ));
+        }
     }
     if playbook
         .verify

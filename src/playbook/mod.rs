@@ -40,6 +40,10 @@ pub struct Playbook {
     /// Probes that check the new key, and that the old key is refused.
     pub verify: Option<VerifySpec>,
     pub policy: Policy,
+    /// Rotate again once the last successful rotation is this old.
+    pub max_age: Option<std::time::Duration>,
+    /// Webhooks told about the run's start and end.
+    pub notify: Vec<crate::notify::NotifySpec>,
     /// Warnings found while loading; the playbook is valid despite them.
     pub warnings: Vec<Diagnostic>,
 }
@@ -162,6 +166,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         targets: fields.targets,
         verify: fields.verify,
         policy: fields.policy,
+        max_age: fields.max_age,
+        notify: fields.notify,
         warnings: cx.diagnostics,
     })
 }
@@ -198,6 +204,8 @@ struct PlaybookFields {
     targets: Vec<TargetSpec>,
     verify: Option<VerifySpec>,
     policy: Policy,
+    max_age: Option<std::time::Duration>,
+    notify: Vec<crate::notify::NotifySpec>,
 }
 
 fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
@@ -251,6 +259,11 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         Some(node) => decode_policy(node, &top.path_of("policy"), cx),
         None => Policy::default(),
     };
+    let max_age = top.optional::<std::time::Duration>("max_age", cx);
+    let notify = match top.value("notify") {
+        Some(node) => crate::notify::NotifySpec::decode_list(node, &top.path_of("notify"), cx),
+        None => Vec::new(),
+    };
     top.finish(cx);
 
     Some(PlaybookFields {
@@ -260,6 +273,8 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         targets,
         verify,
         policy,
+        max_age,
+        notify,
     })
 }
 

@@ -5,6 +5,7 @@
 //!   seal.key                  default seal key (0600)
 //!   runs/RUN_ID/journal       append-only journal (0600)
 //!   runs/RUN_ID/playbook.yaml the playbook the run started with (0600)
+//!   runs/RUN_ID/audit.jsonl   one JSON line per journal event, for people
 //!   locks/PLAYBOOK.lock       lease of the run that holds the playbook
 //!   active/PLAYBOOK           id of the playbook's unfinished run
 //! ```
@@ -27,6 +28,7 @@ use crate::run_id::RunId;
 
 const JOURNAL: &str = "journal";
 const PLAYBOOK_COPY: &str = "playbook.yaml";
+const AUDIT_LOG: &str = "audit.jsonl";
 
 pub struct LocalStore {
     root: PathBuf,
@@ -331,6 +333,29 @@ impl Store for LocalStore {
         };
         fsutil::remove_durably(&path).map_err(io_error("cannot remove", &path))?;
         Ok(holder)
+    }
+
+    async fn append_audit(&self, run: &RunId, line: &str) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.run_dir(run).join(AUDIT_LOG);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&path)
+            .map_err(io_error("cannot open", &path))?;
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        file.write_all(&bytes)
+            .map_err(io_error("cannot append to", &path))
+    }
+
+    async fn read_audit(&self, run: &RunId) -> Result<String, StoreError> {
+        let path = self.run_dir(run).join(AUDIT_LOG);
+        fs::read_to_string(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            _ => io_error("cannot read", &path)(err),
+        })
     }
 
     async fn active_run(&self, playbook: &str) -> Result<Option<RunId>, StoreError> {

@@ -161,6 +161,13 @@ pub trait Store: Send + Sync {
     /// Returns the unfinished run of a playbook, if any.
     async fn active_run(&self, playbook: &str) -> Result<Option<RunId>, StoreError>;
 
+    /// Appends one line to the run's audit log. The journal stays the
+    /// record of truth; the audit log is its readable copy for people.
+    async fn append_audit(&self, run: &RunId, line: &str) -> Result<(), StoreError>;
+
+    /// Returns the run's audit log, one JSON object per line.
+    async fn read_audit(&self, run: &RunId) -> Result<String, StoreError>;
+
     /// Records `run` as the unfinished run of `playbook`, or clears it.
     async fn set_active_run(&self, playbook: &str, run: Option<&RunId>) -> Result<(), StoreError>;
 }
