@@ -1,9 +1,9 @@
 //! HTTP requests of the `http` issuer and of verification probes.
 //!
-//! Requests may carry secrets (an admin token, a new key in a header) and
-//! responses may carry them too (the secret a create returns), so request
-//! bodies and response bodies live in buffers that are zeroed on drop, header
-//! values are marked sensitive, and nothing here logs them. A response that
+//! Requests may carry secrets (an admin token, a new key in a header), and
+//! so may responses (the secret a create returns). Request and response
+//! bodies therefore live in buffers that are zeroed on drop, header values
+//! are marked sensitive, and nothing here logs them. A response that
 //! is not what a caller expected is described, never printed raw: an HTML
 //! error page becomes "an HTML page titled ...", a JSON error its code and
 //! message, with known secrets redacted.
@@ -11,6 +11,7 @@
 //! Redirects are not followed, so a credential is never sent to a host the
 //! playbook did not name.
 
+use std::fmt;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -24,7 +25,7 @@ use crate::secret::Redactor;
 
 /// Largest response body read; anything longer is an error.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// Longest excerpt of an error message shown from a response.
+/// Maximum length, in characters, of an error message shown from a response.
 const MAX_EXCERPT_CHARS: usize = 200;
 
 /// An HTTP client with a timeout per request and no redirects.
@@ -33,8 +34,8 @@ pub struct HttpClient {
     inner: reqwest::Client,
 }
 
-/// A request ready to send. Header values and the body may hold secrets.
-#[derive(Debug)]
+/// A request ready to send. Header values and the body may hold secrets,
+/// so its `Debug` output shows neither.
 pub struct Request {
     pub method: Method,
     pub url: Url,
@@ -42,13 +43,34 @@ pub struct Request {
     pub body: Option<Zeroizing<Vec<u8>>>,
 }
 
-/// A response: status, content type, body and `Retry-After`.
-#[derive(Debug)]
+/// A response: status, content type, body and `Retry-After`. The body may
+/// hold a secret, so `Debug` shows only its length.
 pub struct Response {
     pub status: u16,
     pub content_type: String,
     pub body: Zeroizing<Vec<u8>>,
     pub retry_after: Option<Duration>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_bytes", &self.body.as_ref().map(|b| b.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// A request that got no response: connection refused, timed out, reset.
@@ -134,8 +156,8 @@ pub fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Stri
 }
 
 impl Response {
-    /// Whether the status is one a server sends when a retry may help:
-    /// throttling, or a failure of the server or of a gateway before it.
+    /// Returns whether a retry may help: the status says the server is
+    /// throttling, or that it or a gateway before it failed.
     pub fn is_retryable(&self) -> bool {
         matches!(self.status, 429 | 500 | 502 | 503 | 504)
     }

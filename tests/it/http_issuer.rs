@@ -576,3 +576,60 @@ fn invalid_templates_are_reported_with_lines() {
         run.stderr
     );
 }
+
+/// Runs keywheel in a pseudo-terminal, answering each expected question.
+fn in_terminal(env: &TestEnv, answers: &[(&str, &str)], args: &[&str]) -> Run {
+    let inner = env.command(args);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pty_run.py");
+    let mut outer = std::process::Command::new("python3");
+    outer.arg(script).args(["--timeout", "30"]);
+    for (expect, send) in answers {
+        outer.args(["--expect", expect, "--send", send]);
+    }
+    outer
+        .arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => outer.env(name, value),
+            None => outer.env_remove(name),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        outer.current_dir(dir);
+    }
+    outer.stdin(std::process::Stdio::null());
+    env.run_command(outer)
+}
+
+#[test]
+fn delete_only_question_at_terminal() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    let text = playbook(&Book {
+        revocation: "delete_only",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+    let question = "Delete old key key_[0-9a-f]+\\? The issuer cannot disable keys";
+
+    let declined = in_terminal(&env, &[(question, "n")], &["run", path.to_str().unwrap()]);
+    declined.assert_code(EXIT_ATTENTION);
+    assert!(
+        declined
+            .stdout
+            .contains("the operator declined to delete the old key"),
+        "{}",
+        declined.stdout
+    );
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+
+    let run_id = env.last_run_id();
+    in_terminal(&env, &[(question, "y")], &["resume", &run_id]).assert_code(EXIT_OK);
+    assert!(service.key(&service.bootstrap_id).is_none());
+    assert_eq!(service.keys().len(), 1);
+}
