@@ -268,6 +268,8 @@ impl HttpIssuer {
     }
 
     /// Lists the keys; returns the key objects.
+    // NOTE: only the first page is read; an API that pages its key list
+    // needs a filter in the list URL that keeps the keys on one page.
     async fn list(&self, cx: &IssuerCx) -> Result<Vec<Value>, IssuerError> {
         let Some(op) = &self.spec.operations.list else {
             return Err(IssuerError::Misconfigured(
