@@ -73,6 +73,45 @@ pub fn os_random(buffer: &mut [u8]) -> Result<(), String> {
         .map_err(|err| format!("the operating system's random number generator failed: {err}"))
 }
 
+/// Replaces known secret values in text that came from outside, such as a
+/// program's stderr or a server's error message, before it is shown.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    secrets: Vec<SecretBytes>,
+}
+
+impl Redactor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a value to hide. Empty values are ignored.
+    pub fn add(&mut self, secret: &SecretBytes) {
+        if !secret.is_empty() {
+            self.secrets.push(secret.clone());
+        }
+    }
+
+    /// Returns `text` with every occurrence of a known secret replaced by
+    /// `[redacted]`. Longer secrets are replaced first, so a secret that
+    /// contains another is hidden whole.
+    pub fn redact(&self, text: &str) -> String {
+        let mut secrets: Vec<&str> = self
+            .secrets
+            .iter()
+            .filter_map(SecretBytes::expose_str)
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_string();
+        for secret in secrets {
+            if out.contains(secret) {
+                out = out.replace(secret, "[redacted]");
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +121,18 @@ mod tests {
         let secret = SecretBytes::from_text("sk_live_do_not_print");
         assert!(!format!("{secret:?}").contains("do_not_print"));
         assert!(!format!("{secret}").contains("do_not_print"));
+    }
+
+    #[test]
+    fn redactor_hides_longest_match_first() {
+        let mut redactor = Redactor::new();
+        redactor.add(&SecretBytes::from_text("abc"));
+        redactor.add(&SecretBytes::from_text("abcdef"));
+        redactor.add(&SecretBytes::from_text(""));
+        assert_eq!(
+            redactor.redact("x abcdef y abc"),
+            "x [redacted] y [redacted]"
+        );
     }
 
     #[test]

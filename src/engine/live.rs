@@ -119,15 +119,23 @@ impl<'e> Live<'e> {
             return Ok(());
         }
 
+        if !self.verify_pushed(&key).await? {
+            return Ok(());
+        }
+
         if !self.watch_window(WatchWindow::Overlap).await? || !self.revoke_and_retire().await? {
             return Ok(());
         }
-        let summary = format!(
+        let revocation_note = self.confirm_revoked().await?;
+        let mut summary = format!(
             "rotated {}: new key {} is in {} target(s)",
             self.playbook.name,
             key.id,
             self.targets.len()
         );
+        if let Some(note) = revocation_note {
+            summary.push_str(&format!("; {note}"));
+        }
         self.out().status("Completed", &summary);
         self.record(Event::Finished {
             outcome: Outcome::Completed,
@@ -416,8 +424,9 @@ impl<'e> Live<'e> {
         })
     }
 
-    /// Lets the issuer check the new key. On failure the run is rolled
-    /// back: nothing was pushed yet, so only the new key goes.
+    /// Lets the issuer and the playbook's probes check the new key. On
+    /// failure the run is rolled back: nothing was pushed yet, so only the
+    /// new key goes.
     async fn verify(&self, key: &Key) -> Result<bool, EngineError> {
         let state = self.state().await;
         if state.is_done(&Step::Verify) {
@@ -430,7 +439,7 @@ impl<'e> Live<'e> {
         })
         .await?;
         let spinner = self.out().spinner(format!("Verifying key {}", key.id));
-        let result = self.issuer.verify(&self.icx, key).await;
+        let result = self.check_new_key(key).await;
         drop(spinner);
         match result {
             Ok(checked) => {
@@ -441,7 +450,7 @@ impl<'e> Live<'e> {
                         summary
                     }
                     None => format!(
-                        "skipped: the {} issuer has no way to check a key",
+                        "skipped: the {} issuer has no way to check a key, and the playbook has no probes",
                         self.issuer.kind()
                     ),
                 };
@@ -645,8 +654,12 @@ impl<'e> Live<'e> {
     /// Asks before deleting the old key. Without a terminal and without
     /// `--yes`, the run is held there instead.
     async fn confirm_point_of_no_return(&self, old_id: &str) -> Result<bool, EngineError> {
-        let question =
-            format!("Delete old key {old_id}? After this the rotation cannot be rolled back.");
+        let question = match self.issuer.revocation() {
+            Revocation::DeleteOnly => format!(
+                "Delete old key {old_id}? The issuer cannot disable keys, so this revokes it, and after this the rotation cannot be rolled back."
+            ),
+            _ => format!("Delete old key {old_id}? After this the rotation cannot be rolled back."),
+        };
         let reason = match self.out().confirm(&question) {
             Confirmation::Yes => return Ok(true),
             Confirmation::No => "the operator declined to delete the old key".to_string(),

@@ -7,24 +7,30 @@
 //!    targets' current values are sealed into the journal.
 //! 2. generate: the issuer makes the new key; it is sealed into the journal
 //!    before any target sees it.
-//! 3. verify: the issuer checks that the new key works.
+//! 3. verify: the issuer and the playbook's probes check that the new key
+//!    works, retrying while it propagates.
 //! 4. push: every target gets the new values, read back and compared. When
 //!    the playbook has a watch, the baselines of its relative thresholds
 //!    are sampled and journaled just before.
 //! 5. restart: once every target is pushed, targets with consumers to
 //!    restart restart them and wait until the restart is confirmed. A
 //!    failed restart rolls the run back.
-//! 6. watch (overlap): the watch checks are sampled while the old key
+//! 6. verify-pushed: the probes again, once every target holds the key.
+//! 7. watch (overlap): the watch checks are sampled while the old key
 //!    still exists; a breach rolls the run back.
-//! 7. revoke: the old key is disabled where the issuer can re-enable it.
-//! 8. watch (after revoke): sampled again, where revoke was reversible; a
+//! 8. revoke: the old key is disabled where the issuer can re-enable it.
+//! 9. watch (after revoke): sampled again, where revoke was reversible; a
 //!    breach enables the old key again and rolls back.
-//! 9. retire: the old key is deleted. This is the point of no return.
+//! 10. retire: the old key is deleted. This is the point of no return.
+//!     Where the issuer cannot disable keys, retire is the only revocation.
+//! 11. confirm-revoked: a probe with the old key shows it is refused; when
+//!     it is not, the run reports it (see [`probe`]) but does not undo.
 //!
 //! Invariants the code below keeps:
 //! - Nothing is pushed before the new key is sealed in the journal, so a
 //!   crash never loses a key that a target holds.
-//! - Nothing old is revoked before every target holds the new key.
+//! - Nothing old is revoked before every target holds the new key and the
+//!   probes passed with it.
 //! - Rollback undoes in reverse order and only while the old key exists:
 //!   re-enable the old key, restore every target (and restart its consumers
 //!   again when the forward restart was started), delete the new key.
@@ -43,6 +49,7 @@ pub mod journal;
 mod live;
 mod lock;
 pub mod plan;
+mod probe;
 pub mod record;
 pub mod report;
 mod restart;
@@ -542,6 +549,11 @@ type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>, Option<Arc<Watcher>>);
 async fn build(playbook: &Playbook, selection: Selection<'_>) -> Result<Built, EngineError> {
     let mut errors = Vec::new();
     let issuer = playbook.issuer.build().map_err(|err| errors.push(err)).ok();
+    if let Some(verify) = &playbook.verify
+        && let Err(err) = verify.check_setup()
+    {
+        errors.push(err);
+    }
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     for spec in &playbook.targets {
         match spec.build(&selection).await {

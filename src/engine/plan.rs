@@ -11,6 +11,7 @@ use crate::playbook::Playbook;
 use crate::retry::RetryPolicy;
 use crate::run_id::RunId;
 use crate::targets::{Selection, TargetCx};
+use crate::verify::Stage;
 
 /// Builds the plan of `playbook`. Targets and issuer are only read.
 pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, EngineError> {
@@ -84,7 +85,7 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
             ),
             false,
         ),
-        step("verify", "the issuer checks that the new key works", false),
+        step("verify", verify_text(playbook, Stage::Generate), false),
     ];
     for target in &plan_targets {
         steps.push(step(
@@ -108,6 +109,17 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
                 false,
             ));
         }
+    }
+    if playbook
+        .verify
+        .as_ref()
+        .is_some_and(|spec| spec.runs_at(Stage::Push))
+    {
+        steps.push(step(
+            "verify-pushed",
+            verify_text(playbook, Stage::Push),
+            false,
+        ));
     }
     let watch_step = |window: crate::watch::WatchWindow| {
         watch.as_ref().map(|w| {
@@ -134,6 +146,17 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
             steps.push(step("retire", "delete the old key (the issuer cannot disable keys): the point of no return", true));
         }
     }
+    if playbook
+        .verify
+        .as_ref()
+        .is_some_and(|spec| spec.revoked.is_some())
+    {
+        steps.push(step(
+            "confirm-revoked",
+            "a probe with the old key checks that it is refused; a failure is reported, not undone",
+            false,
+        ));
+    }
     Ok(Plan {
         playbook: playbook.name.clone(),
         issuer: issuer.kind().to_string(),
@@ -142,6 +165,20 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
         steps,
         problems,
     })
+}
+
+fn verify_text(playbook: &Playbook, stage: Stage) -> &'static str {
+    let probes = playbook
+        .verify
+        .as_ref()
+        .is_some_and(|spec| spec.runs_at(stage));
+    match (stage, probes) {
+        (Stage::Generate, true) => {
+            "the issuer and the playbook's probes check that the new key works, retrying while it propagates"
+        }
+        (Stage::Generate, false) => "the issuer checks that the new key works",
+        (Stage::Push, _) => "the probes run again now that the targets hold the new key",
+    }
 }
 
 fn step(name: &str, description: &str, point_of_no_return: bool) -> PlanStep {

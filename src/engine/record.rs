@@ -26,8 +26,12 @@ pub enum Step {
     Push(String),
     /// Restart a target's consumers once every target is pushed.
     Restart(String),
+    /// The probes again, once every target holds the new key.
+    VerifyPushed,
     Revoke,
     Retire,
+    /// The probe that checks the old key is refused after revoke.
+    ConfirmRevoked,
     /// Undo of `Push`.
     Restore(String),
     /// Undo of `Restart`: restart the consumers again after the restore, so
@@ -49,8 +53,10 @@ impl fmt::Display for Step {
             Self::Verify => f.write_str("verify"),
             Self::Push(target) => write!(f, "push:{target}"),
             Self::Restart(target) => write!(f, "restart:{target}"),
+            Self::VerifyPushed => f.write_str("verify-pushed"),
             Self::Revoke => f.write_str("revoke"),
             Self::Retire => f.write_str("retire"),
+            Self::ConfirmRevoked => f.write_str("confirm-revoked"),
             Self::Restore(target) => write!(f, "restore:{target}"),
             Self::RestartAfterRestore(target) => write!(f, "restart-after-restore:{target}"),
             Self::Reenable => f.write_str("reenable"),
@@ -74,8 +80,10 @@ impl FromStr for Step {
             ("verify", None) => Self::Verify,
             ("push", Some(target)) => Self::Push(target),
             ("restart", Some(target)) => Self::Restart(target),
+            ("verify-pushed", None) => Self::VerifyPushed,
             ("revoke", None) => Self::Revoke,
             ("retire", None) => Self::Retire,
+            ("confirm-revoked", None) => Self::ConfirmRevoked,
             ("restore", Some(target)) => Self::Restore(target),
             ("restart-after-restore", Some(target)) => Self::RestartAfterRestore(target),
             ("reenable", None) => Self::Reenable,
@@ -263,6 +271,8 @@ mod tests {
             Step::DeleteNew,
             Step::Watch(WatchWindow::Overlap),
             Step::Watch(WatchWindow::AfterRevoke),
+            Step::VerifyPushed,
+            Step::ConfirmRevoked,
         ] {
             assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
         }

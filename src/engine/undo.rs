@@ -3,12 +3,15 @@
 //! Undo runs in reverse order of the forward steps: enable the old key again
 //! if it was disabled, then restore every target, then delete the new key at
 //! the issuer. A target whose consumers were restarted gets them restarted
-//! again after its restore, so that they load the previous value. It covers every step that was at least
-//! announced, because an intent without an outcome may have had its
-//! effect. Each undo step is itself journaled, so an interrupted rollback
-//! continues where it stopped. When a step cannot be undone, the run is
-//! marked as needing attention with what failed and what to do; running
-//! `rollback` again retries it.
+//! again after its restore, so that they load the previous value. It covers
+//! every step that was at least announced, because an intent without an
+//! outcome may have had its effect: a generate announced without a recorded
+//! key makes the issuer look for the keys this run created
+//! ([`crate::issuers::Issuer::find_created`]) and delete them. Each undo step
+//! is itself journaled, so an interrupted rollback continues where it
+//! stopped. When a step cannot be undone, the run is marked as needing
+//! attention with what failed and what to do; running `rollback` again
+//! retries it.
 
 use std::sync::Arc;
 
@@ -49,6 +52,9 @@ impl Live<'_> {
             && let Some(item) = self.delete_new_key(key).await?
         {
             attention.push(item);
+        }
+        if attention.is_empty() && key.is_none() {
+            attention.extend(self.delete_unrecorded_keys().await?);
         }
 
         if !attention.is_empty() {
@@ -216,6 +222,67 @@ impl Live<'_> {
                 )))
             }
         }
+    }
+
+    /// Deletes the keys a create made when the run stopped before the key
+    /// was journaled: generate was announced, but no key was recorded.
+    async fn delete_unrecorded_keys(&self) -> Result<Vec<String>, EngineError> {
+        let state = self.state().await;
+        let announced = state.was_attempted(&Step::Generate) && state.key.is_none();
+        if !announced || self.issuer.revocation() == Revocation::Replace {
+            return Ok(Vec::new());
+        }
+        let run_id = self.journal.run_id();
+        let snapshot = self.issuer_snapshot(&state);
+        let recovered = match self.issuer.find_created(&self.icx, &snapshot).await {
+            Ok(recovered) => recovered,
+            Err(err) => {
+                return Ok(vec![format!(
+                    "cannot look for a key this run may have created before it was interrupted: {err}; delete such a key at the issuer, then run `keywheel rollback {run_id}` again"
+                )]);
+            }
+        };
+        let mut ids = recovered.orphan_ids;
+        ids.extend(recovered.key.map(|key| key.id));
+        let mut attention = Vec::new();
+        for id in ids {
+            let step = Step::DeleteOrphan(id.clone());
+            if state.is_done(&step) {
+                continue;
+            }
+            let attempt = state.status(&step).map_or(0, |s| s.attempt()) + 1;
+            self.record(Event::Intent {
+                step: step.clone(),
+                attempt,
+            })
+            .await?;
+            match self.issuer.delete(&self.icx, &id).await {
+                Ok(()) => {
+                    self.engine.out.status(
+                        "Deleted",
+                        format!("key {id}, created before an interruption"),
+                    );
+                    self.record(Event::Done {
+                        step,
+                        summary: format!("deleted {id}"),
+                        detail: serde_json::Value::Null,
+                    })
+                    .await?;
+                }
+                Err(err) => {
+                    self.record(Event::Failed {
+                        step,
+                        class: err.class().into(),
+                        error: err.to_string(),
+                    })
+                    .await?;
+                    attention.push(format!(
+                        "key {id} was created by this run before an interruption, and deleting it failed: {err}; delete it at the issuer, or run `keywheel rollback {run_id}` again"
+                    ));
+                }
+            }
+        }
+        Ok(attention)
     }
 
     /// Deletes the new key at the issuer, once no target holds it.

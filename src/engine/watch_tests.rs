@@ -153,7 +153,10 @@ impl Setup {
         });
         let mut targets: Vec<Arc<dyn Target>> = Vec::new();
         for spec in &self.playbook.targets {
-            let built = spec.build(&crate::targets::Selection::Current).await.unwrap();
+            let built = spec
+                .build(&crate::targets::Selection::Current)
+                .await
+                .unwrap();
             targets.extend(built.into_iter().map(Arc::from));
         }
         let probe = Box::new(OldKeyProbe {

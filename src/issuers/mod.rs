@@ -21,6 +21,9 @@
 //! Errors name the issuer's object (user, key id, URL) and never include a
 //! secret value.
 
+pub mod command;
+pub mod credential;
+pub mod http;
 pub mod random;
 
 use std::collections::BTreeMap;
@@ -36,7 +39,7 @@ use crate::secret::SecretBytes;
 use crate::targets::SetupError;
 
 /// Issuer kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["random"];
+pub const KINDS: &[&str] = &["random", "http", "command"];
 
 #[derive(Clone, Debug)]
 pub struct IssuerSpec {
@@ -48,6 +51,8 @@ pub struct IssuerSpec {
 #[derive(Clone, Debug)]
 pub enum IssuerKind {
     Random(random::RandomSpec),
+    Http(Box<http::spec::HttpSpec>),
+    Command(command::CommandSpec),
 }
 
 impl IssuerSpec {
@@ -67,6 +72,17 @@ impl IssuerSpec {
         };
         let kind = match kind_name {
             Some("random") => IssuerKind::Random(random::RandomSpec::decode(&mut reader, cx)),
+            Some("http") => {
+                let spec = http::spec::HttpSpec::decode(&mut reader, cx);
+                match spec {
+                    Some(spec) => IssuerKind::Http(Box::new(spec)),
+                    None => {
+                        reader.finish(cx);
+                        return None;
+                    }
+                }
+            }
+            Some("command") => IssuerKind::Command(command::CommandSpec::decode(&mut reader, cx)),
             _ => return None,
         };
         reader.finish(cx);
@@ -79,6 +95,8 @@ impl IssuerSpec {
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             IssuerKind::Random(_) => "random",
+            IssuerKind::Http(_) => "http",
+            IssuerKind::Command(_) => "command",
         }
     }
 
@@ -86,6 +104,8 @@ impl IssuerSpec {
     pub fn fields(&self) -> Vec<String> {
         let mut fields = match &self.kind {
             IssuerKind::Random(_) => vec![random::SECRET_FIELD.to_string()],
+            IssuerKind::Http(spec) => spec.fields(),
+            IssuerKind::Command(spec) => spec.fields.clone(),
         };
         fields.push(crate::key::ID_FIELD.to_string());
         fields
@@ -95,6 +115,12 @@ impl IssuerSpec {
     pub fn build(&self) -> Result<Box<dyn Issuer>, SetupError> {
         Ok(match &self.kind {
             IssuerKind::Random(spec) => Box::new(random::RandomIssuer::new(spec.clone())),
+            IssuerKind::Http(spec) => {
+                Box::new(http::HttpIssuer::new((**spec).clone(), &self.path)?)
+            }
+            IssuerKind::Command(spec) => {
+                Box::new(command::CommandIssuer::new(spec.clone(), &self.path)?)
+            }
         })
     }
 }
@@ -122,6 +148,18 @@ pub enum Revocation {
     DisableThenDelete,
     /// Delete only: revoke is the point of no return.
     DeleteOnly,
+}
+
+/// Reads `revocation`: `disable_then_delete` (the default) or `delete_only`.
+pub fn decode_revocation(reader: &mut MapReader<'_>, cx: &mut Cx) -> Revocation {
+    let Some(node) = reader.value("revocation") else {
+        return Revocation::DisableThenDelete;
+    };
+    let choices = ["disable_then_delete", "delete_only"];
+    match decode_choice(node, &reader.path_of("revocation"), cx, &choices) {
+        Some("delete_only") => Revocation::DeleteOnly,
+        _ => Revocation::DisableThenDelete,
+    }
 }
 
 /// What preflight learned. Journaled in clear: never a secret.

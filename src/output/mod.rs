@@ -47,7 +47,7 @@ impl Output {
     pub fn new(options: OutputOptions) -> Self {
         let stderr_tty = io::stderr().is_terminal();
         let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
-                Self {
+        Self {
             options,
             muted: false,
             color,
@@ -64,7 +64,7 @@ impl Output {
                 yes: false,
                 no_input: true,
             },
-                        muted: true,
+            muted: true,
             color: false,
             stderr_tty: false,
             stdin_tty: false,
@@ -105,7 +105,7 @@ impl Output {
         }
     }
 
-        fn line(&self, verb: &str, color: &str, message: impl Display) {
+    fn line(&self, verb: &str, color: &str, message: impl Display) {
         if self.muted {
             return;
         }

@@ -261,6 +261,7 @@ macro_rules! decode_unsigned {
 
 decode_unsigned!(u64);
 decode_unsigned!(u32);
+decode_unsigned!(u16);
 decode_unsigned!(usize);
 
 fn parse_unsigned(node: &Node, path: &FieldPath, cx: &mut Cx, scalar: &Scalar) -> Option<u64> {

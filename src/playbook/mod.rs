@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::issuers::IssuerSpec;
 use crate::targets::TargetSpec;
+use crate::verify::VerifySpec;
 use decode::{Cx, Decode, Diagnostic, FieldPath, MapReader, Severity, decode_choice};
 
 /// The playbook format version this build reads.
@@ -36,6 +37,8 @@ pub struct Playbook {
     pub description: Option<String>,
     pub issuer: IssuerSpec,
     pub targets: Vec<TargetSpec>,
+    /// Probes that check the new key, and that the old key is refused.
+    pub verify: Option<VerifySpec>,
     pub policy: Policy,
     /// What to sample after the push, and when to roll back.
     pub watch: Option<crate::watch::spec::WatchSpec>,
@@ -163,6 +166,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         description: fields.description,
         issuer: fields.issuer,
         targets: fields.targets,
+        verify: fields.verify,
         policy: fields.policy,
         watch: fields.watch,
         max_age: fields.max_age,
@@ -201,6 +205,7 @@ struct PlaybookFields {
     description: Option<String>,
     issuer: IssuerSpec,
     targets: Vec<TargetSpec>,
+    verify: Option<VerifySpec>,
     policy: Policy,
     watch: Option<crate::watch::spec::WatchSpec>,
     max_age: Option<std::time::Duration>,
@@ -250,6 +255,10 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
     }
 
     let targets = decode_targets(&mut top, root, cx);
+    let verify = match top.value("verify") {
+        Some(node) => VerifySpec::decode(node, &top.path_of("verify"), cx),
+        None => None,
+    };
     let policy = match top.value("policy") {
         Some(node) => decode_policy(node, &top.path_of("policy"), cx),
         None => Policy::default(),
@@ -269,6 +278,7 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         description,
         issuer: issuer?,
         targets,
+        verify,
         policy,
         watch,
         max_age,

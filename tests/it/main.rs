@@ -4,7 +4,10 @@
 // Tests may unwrap: a panic there is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod command_issuer;
 mod crash;
+mod http_crash;
+mod http_issuer;
 mod journal;
 mod kubernetes;
 mod local_targets;

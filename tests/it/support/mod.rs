@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod key_service;
 pub mod kube;
 pub mod prometheus;
 pub mod proxy;
