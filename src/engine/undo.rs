@@ -3,7 +3,9 @@
 //! Undo runs in reverse order of the forward steps, and only for steps that
 //! were at least announced (an intent without an outcome may have had its
 //! effect): enable the old key again if it was disabled, restore every
-//! target, then delete the new key at the issuer. Each undo step is itself
+//! target, then delete the new key at the issuer. A create that was
+//! announced but whose key never reached the journal may still have made a
+//! key; the issuer is asked to find it, and it is deleted. Each undo step is itself
 //! journaled, so an interrupted rollback continues where it stopped. When a
 //! step cannot be undone, the run is marked as needing attention with what
 //! failed and what to do; running `rollback` again retries it.
@@ -34,7 +36,7 @@ impl Live<'_> {
             Some(_) => Some(self.new_key().await?),
             None => None,
         };
-        let mut attention = Vec::new();
+        let mut attention = self.delete_unrecorded_keys().await?;
 
         if let Some(item) = self.reenable_old_key().await? {
             attention.push(item);
@@ -70,6 +72,36 @@ impl Live<'_> {
             summary,
         })
         .await
+    }
+
+    /// Deletes keys that a create made before a crash cut its journal
+    /// record short. Without this, a rollback of such a run would leave a
+    /// working key at the issuer that nothing records.
+    async fn delete_unrecorded_keys(&self) -> Result<Vec<String>, EngineError> {
+        let state = self.state().await;
+        if state.key.is_some() || !state.was_attempted(&Step::Generate) || state.issuer.is_none() {
+            return Ok(Vec::new());
+        }
+        let snapshot = self.issuer_snapshot(&state);
+        let recovered = match self.issuer.find_created(&self.icx, &snapshot).await {
+            Ok(recovered) => recovered,
+            Err(err) => {
+                return Ok(vec![format!(
+                    "cannot look for a key created before the interruption: {err}; delete any key this run made at the issuer, then run `keywheel rollback {}` again",
+                    self.journal.run_id()
+                )]);
+            }
+        };
+        let mut ids = recovered.orphan_ids;
+        ids.extend(recovered.key.map(|key| key.id));
+        let mut attention = Vec::new();
+        for id in ids {
+            if state.is_done(&Step::DeleteOrphan(id.clone())) {
+                continue;
+            }
+            attention.extend(self.delete_orphan_step(&id).await?);
+        }
+        Ok(attention)
     }
 
     fn out_warn(&self, message: String) {
