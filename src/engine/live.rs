@@ -41,6 +41,7 @@ impl<'e> Live<'e> {
         playbook: Playbook,
         issuer: Box<dyn Issuer>,
         targets: Vec<Arc<dyn Target>>,
+        disabled_by_earlier_runs: Vec<String>,
     ) -> Self {
         let run_id = journal.run_id().clone();
         Self {
@@ -53,6 +54,7 @@ impl<'e> Live<'e> {
                 run_id,
                 retry: engine.options.retry,
                 overrides: engine.options.overrides.clone(),
+                disabled_by_earlier_runs,
             },
             engine,
             journal,

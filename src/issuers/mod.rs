@@ -105,12 +105,27 @@ pub struct IssuerCx {
     pub run_id: RunId,
     pub retry: RetryPolicy,
     pub overrides: Overrides,
+    /// Ids of old keys that earlier runs of the same playbook disabled and
+    /// did not enable again, from their journals.
+    pub disabled_by_earlier_runs: Vec<String>,
 }
 
 /// Decisions the operator made on the command line that let a run go past
 /// a check that would otherwise stop it.
 #[derive(Clone, Debug, Default)]
-pub struct Overrides {}
+pub struct Overrides {
+    /// Restore an AWS secret that is scheduled for deletion (`--restore`).
+    pub restore_secret: bool,
+    /// Drop the `AWSPENDING` label of another rotation's version
+    /// (`--discard-pending`).
+    pub discard_pending: bool,
+    /// Write the new key into the value of another rotation's pending
+    /// version (`--adopt-pending`).
+    pub adopt_pending: bool,
+    /// Delete an inactive access key that no keywheel run deactivated, to
+    /// free a slot for the new key (`--delete-inactive-key`).
+    pub delete_inactive_key: bool,
+}
 
 /// How an issuer takes an old key out of service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
