@@ -31,6 +31,7 @@
 //! Errors: every message names the object concerned (file, secret path) and,
 //! where it can, what to do. Secret values never appear in errors.
 
+pub mod aws_secret;
 pub mod dotenv;
 pub mod file;
 mod local;
@@ -46,7 +47,7 @@ use crate::run_id::RunId;
 use crate::secret::SecretBytes;
 
 /// Target kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["file", "dotenv", "vault"];
+pub const KINDS: &[&str] = &["file", "dotenv", "vault", "aws_secret"];
 
 /// One target as the playbook declares it.
 #[derive(Clone, Debug)]
@@ -64,6 +65,7 @@ pub enum TargetKind {
     File(file::FileSpec),
     Dotenv(dotenv::DotenvSpec),
     Vault(vault::VaultSpec),
+    AwsSecret(aws_secret::AwsSecretSpec),
 }
 
 impl TargetSpec {
@@ -93,6 +95,10 @@ impl TargetSpec {
                 cx,
             ))),
             Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
+            Some("aws_secret") => Some(TargetKind::AwsSecret(aws_secret::AwsSecretSpec::decode(
+                &mut reader,
+                cx,
+            ))),
             // Without a valid type the other fields cannot be checked, so
             // they are not reported as unknown either.
             _ => return None,
@@ -111,6 +117,7 @@ impl TargetSpec {
             TargetKind::File(_) => "file",
             TargetKind::Dotenv(_) => "dotenv",
             TargetKind::Vault(_) => "vault",
+            TargetKind::AwsSecret(_) => "aws_secret",
         }
     }
 
@@ -127,6 +134,10 @@ impl TargetSpec {
             }
             TargetKind::Vault(spec) => Box::new(
                 vault::VaultTarget::new(&self.name, spec.clone())
+                    .map_err(|(field, message)| setup(field, message))?,
+            ),
+            TargetKind::AwsSecret(spec) => Box::new(
+                aws_secret::AwsSecretTarget::new(&self.name, spec.clone())
                     .map_err(|(field, message)| setup(field, message))?,
             ),
         })
@@ -192,6 +203,9 @@ pub enum TargetError {
     /// The server answered something keywheel cannot interpret.
     #[error("{0}")]
     InvalidResponse(String),
+    /// A quota of the server is reached; repeating cannot help.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 impl TargetError {
@@ -204,6 +218,7 @@ impl TargetError {
             Self::ConcurrentModification(_) => "concurrent_modification",
             Self::ReadBackMismatch(_) => "read_back_mismatch",
             Self::InvalidResponse(_) => "invalid_response",
+            Self::LimitReached(_) => "limit_reached",
         }
     }
 }
