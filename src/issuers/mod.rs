@@ -21,6 +21,7 @@
 //! Errors name the issuer's object (user, key id, URL) and never include a
 //! secret value.
 
+pub mod aws_iam;
 pub mod random;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ use crate::secret::SecretBytes;
 use crate::targets::SetupError;
 
 /// Issuer kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["random"];
+pub const KINDS: &[&str] = &["random", "aws_iam"];
 
 #[derive(Clone, Debug)]
 pub struct IssuerSpec {
@@ -48,6 +49,7 @@ pub struct IssuerSpec {
 #[derive(Clone, Debug)]
 pub enum IssuerKind {
     Random(random::RandomSpec),
+    AwsIam(aws_iam::AwsIamSpec),
 }
 
 impl IssuerSpec {
@@ -67,6 +69,7 @@ impl IssuerSpec {
         };
         let kind = match kind_name {
             Some("random") => IssuerKind::Random(random::RandomSpec::decode(&mut reader, cx)),
+            Some("aws_iam") => IssuerKind::AwsIam(aws_iam::AwsIamSpec::decode(&mut reader, cx)),
             _ => return None,
         };
         reader.finish(cx);
@@ -79,6 +82,7 @@ impl IssuerSpec {
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             IssuerKind::Random(_) => "random",
+            IssuerKind::AwsIam(_) => "aws_iam",
         }
     }
 
@@ -86,6 +90,10 @@ impl IssuerSpec {
     pub fn fields(&self) -> Vec<String> {
         let mut fields = match &self.kind {
             IssuerKind::Random(_) => vec![random::SECRET_FIELD.to_string()],
+            IssuerKind::AwsIam(_) => vec![
+                aws_iam::ACCESS_KEY_ID_FIELD.to_string(),
+                aws_iam::SECRET_FIELD.to_string(),
+            ],
         };
         fields.push(crate::key::ID_FIELD.to_string());
         fields
@@ -95,6 +103,14 @@ impl IssuerSpec {
     pub fn build(&self) -> Result<Box<dyn Issuer>, SetupError> {
         Ok(match &self.kind {
             IssuerKind::Random(spec) => Box::new(random::RandomIssuer::new(spec.clone())),
+            IssuerKind::AwsIam(spec) => Box::new(
+                aws_iam::AwsIamIssuer::new(spec.clone()).map_err(|(field, message)| {
+                    SetupError {
+                        field: format!("{}.{field}", self.path),
+                        message,
+                    }
+                })?,
+            ),
         })
     }
 }
