@@ -16,6 +16,8 @@ pub mod fsutil;
 pub mod host;
 pub mod issuers;
 pub mod key;
+pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod playbook;
 pub mod retry;

@@ -27,10 +27,11 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Run {
             playbook,
             break_lock,
+            if_due,
             overrides,
         } => {
             let overrides = overrides.to_overrides();
-            run(&cli, &out, playbook, *break_lock, overrides).await
+            run(&cli, &out, playbook, *break_lock, *if_due, overrides).await
         }
         Command::Resume {
             run,
@@ -44,6 +45,13 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Status { run } => status(&cli, &out, run.clone()).await,
         Command::History { playbook, limit } => {
             history(&cli, &out, playbook.as_deref(), *limit).await
+        }
+        Command::Due { playbooks } => due(&cli, &out, playbooks).await,
+        Command::Report { run } => report(&cli, &out, run).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "keywheel", &mut std::io::stdout());
+            Ok(ExitStatus::Success)
         }
     };
     match result {
@@ -220,12 +228,97 @@ async fn run(
     out: &Arc<Output>,
     path: &Path,
     break_lock: bool,
+    if_due: bool,
     overrides: Overrides,
 ) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
     let engine = engine(cli, out, break_lock, overrides)?;
-    let report = engine.run(book, Mode::Scheduled).await?;
-    Ok(finish(out, &report, cli.json, false))
+    if if_due {
+        let due = engine.due_status(&book).await?;
+        if !due.due {
+            out.status(
+                "Skipped",
+                format!("{}: not due ({})", book.name, due.reason),
+            );
+            if cli.json {
+                let value = serde_json::json!({"skipped": true, "due": due});
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
+            }
+            return Ok(ExitStatus::Success);
+        }
+    }
+    let report = engine.run(book, Mode::Scheduled).await;
+    write_textfile(cli, out, &engine).await;
+    Ok(finish(out, &report?, cli.json, false))
+}
+
+/// Rewrites the node-exporter textfile when `--textfile-dir` is set. A
+/// failure is a warning: the rotation itself is done.
+async fn write_textfile(cli: &Cli, out: &Output, engine: &Engine) {
+    let Some(dir) = &cli.textfile_dir else {
+        return;
+    };
+    let result = match engine.history(None, usize::MAX).await {
+        Ok(reports) => keywheel::metrics::write(dir, &reports).map_err(|err| err.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    if let Err(message) = result {
+        out.warn(format!(
+            "cannot write the textfile in {}: {message}",
+            dir.display()
+        ));
+    }
+}
+
+async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStatus, EngineError> {
+    let engine = engine(cli, out, false, Overrides::default())?;
+    let mut statuses = Vec::new();
+    for path in paths {
+        let book = playbook::load(path)?;
+        statuses.push(engine.due_status(&book).await?);
+    }
+    if cli.json {
+        let value = serde_json::json!({"playbooks": statuses});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let width = statuses
+        .iter()
+        .map(|s| s.playbook.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!("{:width$}  {:3}  REASON", "PLAYBOOK", "DUE");
+    for status in &statuses {
+        let due = if status.due { "yes" } else { "no" };
+        println!("{:width$}  {due:3}  {}", status.playbook, status.reason);
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn report(cli: &Cli, out: &Arc<Output>, run: &str) -> Result<ExitStatus, EngineError> {
+    let engine = engine(cli, out, false, Overrides::default())?;
+    let (report, audit) = engine.audit_log(run).await?;
+    if cli.json {
+        let events: Vec<serde_json::Value> = audit
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let value = serde_json::json!({"report": report, "audit": events});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render::markdown_report(&report, &audit));
+    }
+    Ok(ExitStatus::Success)
 }
 
 async fn resume(
@@ -236,8 +329,9 @@ async fn resume(
     overrides: Overrides,
 ) -> Result<ExitStatus, EngineError> {
     let engine = engine(cli, out, break_lock, overrides)?;
-    let report = engine.resume(run).await?;
-    Ok(finish(out, &report, cli.json, false))
+    let report = engine.resume(run).await;
+    write_textfile(cli, out, &engine).await;
+    Ok(finish(out, &report?, cli.json, false))
 }
 
 async fn rollback(
@@ -247,8 +341,9 @@ async fn rollback(
     break_lock: bool,
 ) -> Result<ExitStatus, EngineError> {
     let engine = engine(cli, out, break_lock, Overrides::default())?;
-    let report = engine.rollback(run).await?;
-    Ok(finish(out, &report, cli.json, true))
+    let report = engine.rollback(run).await;
+    write_textfile(cli, out, &engine).await;
+    Ok(finish(out, &report?, cli.json, true))
 }
 
 /// Prints the end of a run and picks the exit status. A rollback the

@@ -46,6 +46,11 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// Directory of node-exporter's textfile collector: after each run,
+    /// keywheel writes keywheel.prom there with every playbook's last outcome
+    #[arg(long, global = true, value_name = "DIR", env = "KEYWHEEL_TEXTFILE_DIR")]
+    pub textfile_dir: Option<PathBuf>,
+
     /// Print machine-readable JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
@@ -78,6 +83,10 @@ pub enum Command {
         /// Remove a lock left by a keywheel process that is gone
         #[arg(long)]
         break_lock: bool,
+        /// Do nothing, and exit 0, while the last successful rotation is
+        /// younger than the playbook's max_age
+        #[arg(long)]
+        if_due: bool,
         #[command(flatten)]
         overrides: OverrideFlags,
     },
@@ -105,6 +114,22 @@ pub enum Command {
     Status {
         #[arg(value_name = "RUN")]
         run: Option<String>,
+    },
+    /// List which playbooks are due for rotation under their max_age
+    Due {
+        #[arg(required = true, value_name = "PLAYBOOK")]
+        playbooks: Vec<PathBuf>,
+    },
+    /// Render a run as a Markdown timeline for a postmortem
+    Report {
+        /// Run id or a unique prefix of one
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
     },
     /// List past runs, newest first
     History {
@@ -170,9 +195,10 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     // Dependencies log their own internals at info and debug; keep them at
-    // warn unless the filter is set explicitly.
+    // warn unless the filter is set explicitly. kube logs the API server's
+    // error bodies at debug, and those can quote Secret data.
     let default = format!(
-        "{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn"
+        "{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn,kube_client=warn,kube=warn,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn"
     );
     let filter = std::env::var("KEYWHEEL_LOG").unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)

@@ -75,6 +75,7 @@ impl Journal {
         self.store
             .create_run(&self.run_id, playbook_text, &raw)
             .await?;
+        self.audit(&state, &record).await;
         Ok(self.after_write(&mut state, record))
     }
 
@@ -83,7 +84,17 @@ impl Journal {
         let mut state = self.state.lock().await;
         let (record, raw) = self.next_record(&state, event)?;
         self.store.append(&self.run_id, &raw).await?;
+        self.audit(&state, &record).await;
         Ok(self.after_write(&mut state, record))
+    }
+
+    /// Copies the record to the audit log. A failure there is logged and
+    /// does not stop the run: the journal is already durable.
+    async fn audit(&self, state: &RunState, record: &Record) {
+        let line = super::audit::line(state, record).to_string();
+        if let Err(err) = self.store.append_audit(&self.run_id, &line).await {
+            tracing::warn!(run = %self.run_id, %err, "cannot write the audit log");
+        }
     }
 
     /// Numbers and encodes the next record. A `before` crash point for it
@@ -124,13 +135,13 @@ impl Journal {
         record
     }
 
-    /// A copy of the current state.
+    /// Returns a copy of the current state.
     pub async fn state(&self) -> RunState {
         self.state.lock().await.clone()
     }
 }
 
-/// The current time as RFC 3339 UTC with milliseconds.
+/// Formats the current time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")

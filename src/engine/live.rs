@@ -84,7 +84,7 @@ impl<'e> Live<'e> {
             })
     }
 
-    fn out(&self) -> &crate::output::Output {
+    pub(super) fn out(&self) -> &crate::output::Output {
         &self.engine.out
     }
 
@@ -114,6 +114,9 @@ impl<'e> Live<'e> {
                     self.record(Event::Held { reason }).await
                 }
             };
+        }
+        if !self.restart_all().await? {
+            return Ok(());
         }
 
         if !self.revoke_and_retire().await? {
@@ -384,7 +387,7 @@ impl<'e> Live<'e> {
         }
     }
 
-    /// The new key, unsealed from the journal.
+    /// Unseals the new key from the journal.
     pub(super) async fn new_key(&self) -> Result<Key, EngineError> {
         let state = self.state().await;
         let Some((_, sealed)) = state.key.clone() else {
@@ -406,7 +409,7 @@ impl<'e> Live<'e> {
         }
     }
 
-    /// The preflight snapshot of a target, unsealed.
+    /// Unseals the preflight snapshot of a target.
     pub(super) fn snapshot_of(
         &self,
         state: &RunState,

@@ -9,20 +9,29 @@
 //!    before any target sees it.
 //! 3. verify: the issuer checks that the new key works.
 //! 4. push: every target gets the new values, read back and compared.
-//! 5. revoke: the old key is disabled where the issuer can re-enable it.
-//! 6. retire: the old key is deleted. This is the point of no return.
+//! 5. restart: once every target is pushed, targets with consumers to
+//!    restart restart them and wait until the restart is confirmed. A
+//!    failed restart rolls the run back.
+//! 6. revoke: the old key is disabled where the issuer can re-enable it.
+//! 7. retire: the old key is deleted. This is the point of no return.
 //!
 //! Invariants the code below keeps:
 //! - Nothing is pushed before the new key is sealed in the journal, so a
 //!   crash never loses a key that a target holds.
 //! - Nothing old is revoked before every target holds the new key.
 //! - Rollback undoes in reverse order and only while the old key exists:
-//!   re-enable the old key, restore every target, delete the new key.
+//!   re-enable the old key, restore every target (and restart its consumers
+//!   again when the forward restart was started), delete the new key.
+//! - `resume` and `rollback` act on exactly the targets journaled at
+//!   preflight, even when the playbook would now expand to others (see
+//!   [`build`]).
 //! - A run that started rolling back never goes forward again.
 //!
 //! [`Engine`] is the entry point for `run`, `resume`, `rollback`, `plan`,
 //! `status` and `history`.
 
+mod audit;
+pub mod due;
 mod inspect;
 pub mod journal;
 mod live;
@@ -30,6 +39,7 @@ mod lock;
 pub mod plan;
 pub mod record;
 pub mod report;
+mod restart;
 pub mod state;
 mod undo;
 
@@ -44,7 +54,7 @@ use crate::retry::RetryPolicy;
 use crate::run_id::RunId;
 use crate::seal::{SealError, Sealer};
 use crate::store::{Liveness, Store, StoreError};
-use crate::targets::{SetupError, Target};
+use crate::targets::{Selection, SetupError, Target};
 use journal::Journal;
 use live::Live;
 use record::{Event, Mode};
@@ -156,7 +166,7 @@ fn list_setup_errors(errors: &[SetupError]) -> String {
 }
 
 impl EngineError {
-    /// The exit status a command ends with after this error.
+    /// Maps the error to the exit status of the command.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Self::Playbook(_)
@@ -211,7 +221,7 @@ impl Engine {
             self.out
                 .warn(format!("{}: {warning}", playbook.path.display()));
         }
-        let (issuer, targets) = build(&playbook)?;
+        let (issuer, targets) = build(&playbook, Selection::Current).await?;
         let run_id = RunId::generate();
         let lock = self.lock_playbook(&playbook.name, &run_id, None).await?;
 
@@ -282,6 +292,14 @@ impl Engine {
         let disabled =
             keys_disabled_by_runs(self.store.as_ref(), &playbook.name, Some(run_id)).await?;
         let live = Live::new(self, journal, playbook.clone(), issuer, targets, disabled);
+        let started = RunReport::from_state(&live.state().await);
+        crate::notify::send(
+            &playbook.notify,
+            crate::notify::NotifyEvent::Start,
+            &started,
+            &self.out,
+        )
+        .await;
         live.forward().await?;
         self.finish(&live).await
     }
@@ -341,13 +359,18 @@ impl Engine {
             });
         }
         let playbook = self.stored_playbook(&run_id, &started).await?;
-        let (issuer, targets) = build(&playbook)?;
         let lock = self
             .lock_playbook(&playbook.name, &run_id, Some(&run_id))
             .await?;
         let result = async {
             // Re-read under the lock: another process may have moved the run on.
             let state = self.load_state(&run_id).await?;
+            let journaled: Vec<String> = state.targets.iter().map(|t| t.name.clone()).collect();
+            let selection = match state.issuer {
+                Some(_) => Selection::Journaled(&journaled),
+                None => Selection::Current,
+            };
+            let (issuer, targets) = build(&playbook, selection).await?;
             let journal = Journal::new(self.store.clone(), state);
             journal
                 .append(Event::Resumed {
@@ -379,12 +402,25 @@ impl Engine {
         result
     }
 
+    /// Clears the active marker of a finished run and tells the webhooks
+    /// how the run ended.
     async fn finish(&self, live: &Live<'_>) -> Result<RunReport, EngineError> {
         let state = live.state().await;
         if state.is_finished() {
             self.store.set_active_run(state.playbook(), None).await?;
         }
-        Ok(RunReport::from_state(&state))
+        let report = RunReport::from_state(&state);
+        let event = crate::notify::NotifyEvent::for_status(report.status);
+        crate::notify::send(&live.playbook.notify, event, &report, &self.out).await;
+        Ok(report)
+    }
+
+    /// Returns a run's report with its audit log, for `report`.
+    pub async fn audit_log(&self, selector: &str) -> Result<(RunReport, String), EngineError> {
+        let run_id = self.resolve_run(selector).await?;
+        let state = self.load_state(&run_id).await?;
+        let audit = self.store.read_audit(&run_id).await?;
+        Ok((RunReport::from_state(&state), audit))
     }
 
     /// Parses the playbook copy saved when the run started.
@@ -488,16 +524,38 @@ enum Continuation {
 /// A playbook's issuer and targets, ready to call.
 type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>);
 
-/// Builds the issuer and targets of a playbook, collecting every setup
-/// error (missing environment variables, unreadable CA files).
-fn build(playbook: &Playbook) -> Result<Built, EngineError> {
+/// Builds the issuer and the target instances of a playbook, collecting
+/// every setup error (missing environment variables, unreadable CA files).
+///
+/// This is where a playbook entry becomes its targets, and the one place
+/// that may call a server before preflight: a Kubernetes namespace label
+/// selector is listed here. That expansion happens only for
+/// [`Selection::Current`] (a new run, or a run resumed before its preflight
+/// was journaled). With [`Selection::Journaled`] the targets are exactly
+/// the ones journaled at preflight: an instance the playbook would expand
+/// to now but that was not journaled is left out, and a journaled one that
+/// cannot be built any more is an error that names it.
+async fn build(playbook: &Playbook, selection: Selection<'_>) -> Result<Built, EngineError> {
     let mut errors = Vec::new();
     let issuer = playbook.issuer.build().map_err(|err| errors.push(err)).ok();
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
     for spec in &playbook.targets {
-        match spec.build() {
-            Ok(target) => targets.push(Arc::from(target)),
+        match spec.build(&selection).await {
+            Ok(built) => targets.extend(built.into_iter().map(Arc::from)),
             Err(err) => errors.push(err),
+        }
+    }
+    if let Selection::Journaled(names) = selection {
+        targets.retain(|target| names.iter().any(|name| name == target.name()));
+        for name in names {
+            if !targets.iter().any(|target| target.name() == name) {
+                errors.push(SetupError {
+                    field: "targets".into(),
+                    message: format!(
+                        "target {name} was checked at preflight, but the playbook saved with the run no longer builds it; restore that playbook entry, or finish the run by hand"
+                    ),
+                });
+            }
         }
     }
     match issuer {
@@ -511,4 +569,62 @@ fn absolute_display(path: &std::path::Path) -> String {
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAYBOOK: &str = "version: 1
+name: build-test
+issuer:
+  type: random
+targets:
+  - name: first
+    type: dotenv
+    path: first.env
+    set:
+      API_KEY: secret
+  - name: second
+    type: dotenv
+    path: second.env
+    set:
+      API_KEY: secret
+";
+
+    fn playbook() -> Playbook {
+        playbook::parse(std::path::Path::new("build-test.yaml"), PLAYBOOK).unwrap()
+    }
+
+    fn names(built: &Built) -> Vec<&str> {
+        built.1.iter().map(|target| target.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn current_selection_builds_every_target() {
+        let built = build(&playbook(), Selection::Current).await.unwrap();
+        assert_eq!(names(&built), ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn journaled_selection_keeps_only_journaled_targets() {
+        let journaled = vec!["second".to_string()];
+        let built = build(&playbook(), Selection::Journaled(&journaled))
+            .await
+            .unwrap();
+        assert_eq!(names(&built), ["second"]);
+    }
+
+    #[tokio::test]
+    async fn journaled_target_that_cannot_be_built_is_named() {
+        let journaled = vec!["first".to_string(), "gone/team-a".to_string()];
+        let Err(err) = build(&playbook(), Selection::Journaled(&journaled)).await else {
+            panic!("a missing journaled target was ignored");
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("target gone/team-a was checked at preflight"),
+            "{message}"
+        );
+    }
 }

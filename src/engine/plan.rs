@@ -10,7 +10,7 @@ use crate::issuers::{CurrentFields, IssuerCx, Overrides, Revocation};
 use crate::playbook::Playbook;
 use crate::retry::RetryPolicy;
 use crate::run_id::RunId;
-use crate::targets::TargetCx;
+use crate::targets::{Selection, TargetCx};
 
 /// Builds the plan of `playbook`. Targets and issuer are only read.
 /// `disabled_keys` are the old keys earlier runs of the playbook disabled
@@ -20,7 +20,7 @@ pub async fn plan(
     retry: RetryPolicy,
     disabled_keys: Vec<String>,
 ) -> Result<Plan, EngineError> {
-    let (issuer, targets) = build(playbook)?;
+    let (issuer, targets) = build(playbook, Selection::Current).await?;
     let run_id = RunId::generate();
     let tcx = TargetCx {
         run_id: run_id.clone(),
@@ -102,6 +102,19 @@ pub async fn plan(
             ),
             false,
         ));
+    }
+    for target in &targets {
+        let restarts = target.restarts();
+        if !restarts.is_empty() {
+            steps.push(step(
+                &format!("restart:{}", target.name()),
+                &format!(
+                    "restart {} and wait until the rollout is complete",
+                    restarts.join(", ")
+                ),
+                false,
+            ));
+        }
     }
     match issuer.revocation() {
         Revocation::Replace => steps.push(step(

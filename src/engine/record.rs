@@ -22,10 +22,15 @@ pub enum Step {
     DeleteOrphan(String),
     Verify,
     Push(String),
+    /// Restart a target's consumers once every target is pushed.
+    Restart(String),
     Revoke,
     Retire,
     /// Undo of `Push`.
     Restore(String),
+    /// Undo of `Restart`: restart the consumers again after the restore, so
+    /// that they load the previous value.
+    RestartAfterRestore(String),
     /// Undo of `Revoke`: enable the old key again.
     Reenable,
     /// Undo of `Generate`: delete the new key at the issuer.
@@ -39,9 +44,11 @@ impl fmt::Display for Step {
             Self::DeleteOrphan(id) => write!(f, "delete-orphan:{id}"),
             Self::Verify => f.write_str("verify"),
             Self::Push(target) => write!(f, "push:{target}"),
+            Self::Restart(target) => write!(f, "restart:{target}"),
             Self::Revoke => f.write_str("revoke"),
             Self::Retire => f.write_str("retire"),
             Self::Restore(target) => write!(f, "restore:{target}"),
+            Self::RestartAfterRestore(target) => write!(f, "restart-after-restore:{target}"),
             Self::Reenable => f.write_str("reenable"),
             Self::DeleteNew => f.write_str("delete-new"),
         }
@@ -61,9 +68,11 @@ impl FromStr for Step {
             ("delete-orphan", Some(id)) => Self::DeleteOrphan(id),
             ("verify", None) => Self::Verify,
             ("push", Some(target)) => Self::Push(target),
+            ("restart", Some(target)) => Self::Restart(target),
             ("revoke", None) => Self::Revoke,
             ("retire", None) => Self::Retire,
             ("restore", Some(target)) => Self::Restore(target),
+            ("restart-after-restore", Some(target)) => Self::RestartAfterRestore(target),
             ("reenable", None) => Self::Reenable,
             ("delete-new", None) => Self::DeleteNew,
             _ => return Err(format!("unknown step {text:?}")),
@@ -225,6 +234,8 @@ mod tests {
             Step::Generate,
             Step::Push("vault-app".into()),
             Step::Restore("a:b".into()),
+            Step::Restart("app/team-a".into()),
+            Step::RestartAfterRestore("app/team-a".into()),
             Step::DeleteOrphan("key_1".into()),
             Step::DeleteNew,
         ] {

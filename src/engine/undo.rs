@@ -1,14 +1,16 @@
 //! Rolling a run back.
 //!
-//! Undo runs in reverse order of the forward steps, and only for steps that
-//! were at least announced (an intent without an outcome may have had its
-//! effect): enable the old key again if it was disabled, restore every
-//! target, then delete the new key at the issuer. A create that was
-//! announced but whose key never reached the journal may still have made a
-//! key; the issuer is asked to find it, and it is deleted. Each undo step is itself
-//! journaled, so an interrupted rollback continues where it stopped. When a
-//! step cannot be undone, the run is marked as needing attention with what
-//! failed and what to do; running `rollback` again retries it.
+//! Undo runs in reverse order of the forward steps: enable the old key again
+//! if it was disabled, then restore every target, then delete the new key at
+//! the issuer. A target whose consumers were restarted gets them restarted
+//! again after its restore, so that they load the previous value. It covers every step that was at least
+//! announced, because an intent without an outcome may have had its
+//! effect. A create that was announced but whose key never reached the
+//! journal may still have made a key, so the issuer is asked to find it,
+//! and it is deleted. Each undo step is itself journaled, so an interrupted
+//! rollback continues where it stopped. When a step cannot be undone, the
+//! run is marked as needing attention with what failed and what to do;
+//! running `rollback` again retries it.
 
 use std::sync::Arc;
 
@@ -151,22 +153,19 @@ impl Live<'_> {
         }
     }
 
-    /// Restores every target whose push was at least announced.
+    /// Restores every target whose push was at least announced, then
+    /// restarts again the consumers of those whose restart was.
     async fn restore_all(&self, key: &Key) -> Result<Vec<String>, EngineError> {
         let state = self.state().await;
         let pending: Vec<&Arc<dyn Target>> = self
             .targets
             .iter()
-            .filter(|t| {
-                let name = t.name().to_string();
-                state.was_attempted(&Step::Push(name.clone()))
-                    && !state.is_done(&Step::Restore(name))
-            })
+            .filter(|t| needs_restore(&state, t.name()) || needs_restart_again(&state, t.name()))
             .collect();
         let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
             .map(|target| {
                 let state = &state;
-                async move { self.restore_one(state, target.as_ref(), key).await }
+                async move { self.undo_target(state, target.as_ref(), key).await }
             })
             .buffer_unordered(self.playbook.policy.concurrency)
             .collect()
@@ -178,6 +177,33 @@ impl Live<'_> {
             }
         }
         Ok(attention)
+    }
+
+    /// Restores one target, then restarts its consumers again. Returns what
+    /// needs attention when either failed.
+    async fn undo_target(
+        &self,
+        state: &RunState,
+        target: &dyn Target,
+        key: &Key,
+    ) -> Result<Option<String>, EngineError> {
+        let name = target.name();
+        if needs_restore(state, name)
+            && let Some(item) = self.restore_one(state, target, key).await?
+        {
+            return Ok(Some(item));
+        }
+        if !needs_restart_again(state, name) {
+            return Ok(None);
+        }
+        let step = Step::RestartAfterRestore(name.to_string());
+        let failure = self.restart_one(state, target, step).await?;
+        Ok(failure.map(|error| {
+            format!(
+                "target {name} holds its previous value again, but restarting its consumers failed: {error}; fix the rollout, then run `keywheel rollback {}` again",
+                self.journal.run_id()
+            )
+        }))
     }
 
     async fn restore_one(
@@ -264,4 +290,16 @@ impl Live<'_> {
             }
         }
     }
+}
+
+fn needs_restore(state: &RunState, target: &str) -> bool {
+    state.was_attempted(&Step::Push(target.to_string()))
+        && !state.is_done(&Step::Restore(target.to_string()))
+}
+
+/// Checks whether the target's consumers may have loaded the new key and
+/// were not restarted since the restore.
+fn needs_restart_again(state: &RunState, target: &str) -> bool {
+    state.was_attempted(&Step::Restart(target.to_string()))
+        && !state.is_done(&Step::RestartAfterRestore(target.to_string()))
 }

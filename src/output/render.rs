@@ -132,3 +132,104 @@ pub fn plan(plan: &Plan) -> String {
     }
     out
 }
+
+/// A run as a Markdown timeline for a postmortem, from its audit log.
+pub fn markdown_report(report: &RunReport, audit: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Rotation of {}: run {}\n",
+        report.playbook, report.run_id
+    );
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| status | {} |", report.status.as_str());
+    let _ = writeln!(out, "| mode | {} |", report.mode);
+    let _ = writeln!(
+        out,
+        "| started | {} by {} on {} |",
+        report.started_at, report.user, report.host
+    );
+    let _ = writeln!(out, "| last event | {} |", report.updated_at);
+    let _ = writeln!(
+        out,
+        "| new key | {} |",
+        report.new_key_id.as_deref().unwrap_or("none")
+    );
+    let _ = writeln!(
+        out,
+        "| old key | {} |",
+        report.old_key_id.as_deref().unwrap_or("unknown")
+    );
+    if !report.message.is_empty() {
+        let _ = writeln!(out, "\n{}", report.message);
+    }
+
+    let _ = writeln!(out, "\n## Timeline\n");
+    let _ = writeln!(
+        out,
+        "| time (UTC) | since start | who | event | step | outcome | detail |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let start = report.started_at.parse::<jiff::Timestamp>().ok();
+    for line in audit.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let text = |name: &str| {
+            entry
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let time = text("time");
+        let since = match (start, time.parse::<jiff::Timestamp>()) {
+            (Some(start), Ok(at)) => format!("+{:.1}s", at.duration_since(start).as_secs_f64()),
+            _ => String::new(),
+        };
+        let who = format!("{}@{}", text("user"), text("host"));
+        let mut step = text("step");
+        if let Some(location) = entry.get("location").and_then(|v| v.as_str()) {
+            step = format!("{step} ({location})");
+        }
+        let _ = writeln!(
+            out,
+            "| {time} | {since} | {} | {} | {} | {} | {} |",
+            cell(&who),
+            cell(&text("event")),
+            cell(&step),
+            cell(&text("outcome")),
+            cell(&text("detail"))
+        );
+    }
+
+    if !report.targets.is_empty() {
+        let _ = writeln!(out, "\n## Targets\n");
+        let _ = writeln!(
+            out,
+            "| target | where | status | detail |\n|---|---|---|---|"
+        );
+        for target in &report.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                cell(&target.name),
+                cell(&target.location),
+                target.status,
+                cell(&target.detail)
+            );
+        }
+    }
+    if !report.attention.is_empty() {
+        let _ = writeln!(out, "\n## Needs attention\n");
+        for item in &report.attention {
+            let _ = writeln!(out, "- {item}");
+        }
+    }
+    out
+}
+
+/// Escapes text for a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}

@@ -37,6 +37,10 @@ pub struct Playbook {
     pub issuer: IssuerSpec,
     pub targets: Vec<TargetSpec>,
     pub policy: Policy,
+    /// Rotate again once the last successful rotation is this old.
+    pub max_age: Option<std::time::Duration>,
+    /// Webhooks told about the run's start and end.
+    pub notify: Vec<crate::notify::NotifySpec>,
     /// Warnings found while loading; the playbook is valid despite them.
     pub warnings: Vec<Diagnostic>,
 }
@@ -158,6 +162,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         issuer: fields.issuer,
         targets: fields.targets,
         policy: fields.policy,
+        max_age: fields.max_age,
+        notify: fields.notify,
         warnings: cx.diagnostics,
     })
 }
@@ -193,6 +199,8 @@ struct PlaybookFields {
     issuer: IssuerSpec,
     targets: Vec<TargetSpec>,
     policy: Policy,
+    max_age: Option<std::time::Duration>,
+    notify: Vec<crate::notify::NotifySpec>,
 }
 
 fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
@@ -242,6 +250,11 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         Some(node) => decode_policy(node, &top.path_of("policy"), cx),
         None => Policy::default(),
     };
+    let max_age = top.optional::<std::time::Duration>("max_age", cx);
+    let notify = match top.value("notify") {
+        Some(node) => crate::notify::NotifySpec::decode_list(node, &top.path_of("notify"), cx),
+        None => Vec::new(),
+    };
     top.finish(cx);
 
     Some(PlaybookFields {
@@ -250,6 +263,8 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         issuer: issuer?,
         targets,
         policy,
+        max_age,
+        notify,
     })
 }
 

@@ -5,6 +5,7 @@
 //!   seal.key                  default seal key (0600)
 //!   runs/RUN_ID/journal       append-only journal (0600)
 //!   runs/RUN_ID/playbook.yaml the playbook the run started with (0600)
+//!   runs/RUN_ID/audit.jsonl   one JSON line per journal event, for people
 //!   locks/PLAYBOOK.lock       lease of the run that holds the playbook
 //!   active/PLAYBOOK           id of the playbook's unfinished run
 //! ```
@@ -27,6 +28,7 @@ use crate::run_id::RunId;
 
 const JOURNAL: &str = "journal";
 const PLAYBOOK_COPY: &str = "playbook.yaml";
+const AUDIT_LOG: &str = "audit.jsonl";
 
 pub struct LocalStore {
     root: PathBuf,
@@ -333,6 +335,29 @@ impl Store for LocalStore {
         Ok(holder)
     }
 
+    async fn append_audit(&self, run: &RunId, line: &str) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.run_dir(run).join(AUDIT_LOG);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&path)
+            .map_err(io_error("cannot open", &path))?;
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        file.write_all(&bytes)
+            .map_err(io_error("cannot append to", &path))
+    }
+
+    async fn read_audit(&self, run: &RunId) -> Result<String, StoreError> {
+        let path = self.run_dir(run).join(AUDIT_LOG);
+        fs::read_to_string(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            _ => io_error("cannot read", &path)(err),
+        })
+    }
+
     async fn active_run(&self, playbook: &str) -> Result<Option<RunId>, StoreError> {
         let path = self.root.join("active").join(playbook);
         match fs::read_to_string(&path) {
@@ -473,7 +498,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dead_holder_can_be_taken_over_by_its_run() {
+    async fn dead_holder_taken_over_by_same_run() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         // A pid far above any default pid_max cannot be running.

@@ -38,7 +38,7 @@ pub struct JournalRead {
     pub torn_tail: bool,
 }
 
-/// Who holds a lock, and until when.
+/// The holder of a lock and the expiry of its lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHolder {
     pub run_id: RunId,
@@ -109,7 +109,7 @@ pub enum StoreError {
 /// contract.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Where the data lives, for messages.
+    /// Describes where the data lives, for messages.
     fn describe(&self) -> String;
 
     /// Creates the journal of `run` holding its first record, and keeps
@@ -129,10 +129,10 @@ pub trait Store: Send + Sync {
     /// Reads a run's journal.
     async fn read(&self, run: &RunId) -> Result<JournalRead, StoreError>;
 
-    /// The playbook text the run started with.
+    /// Returns the playbook text the run started with.
     async fn playbook_text(&self, run: &RunId) -> Result<String, StoreError>;
 
-    /// Every run, oldest first.
+    /// Lists every run, oldest first.
     async fn list_runs(&self) -> Result<Vec<RunId>, StoreError>;
 
     /// Takes the lock `name` for `holder`. When the lock is held, fails with
@@ -155,11 +155,18 @@ pub trait Store: Send + Sync {
     async fn inspect_lock(&self, name: &str)
     -> Result<Option<(LeaseHolder, Liveness)>, StoreError>;
 
-    /// Removes the lock whoever holds it; returns the holder it removed.
+    /// Removes the lock, whatever run holds it, and returns that holder.
     async fn break_lock(&self, name: &str) -> Result<Option<LeaseHolder>, StoreError>;
 
-    /// The unfinished run of a playbook, if any.
+    /// Returns the unfinished run of a playbook, if any.
     async fn active_run(&self, playbook: &str) -> Result<Option<RunId>, StoreError>;
+
+    /// Appends one line to the run's audit log. The journal stays the
+    /// record of truth; the audit log is its readable copy for people.
+    async fn append_audit(&self, run: &RunId, line: &str) -> Result<(), StoreError>;
+
+    /// Returns the run's audit log, one JSON object per line.
+    async fn read_audit(&self, run: &RunId) -> Result<String, StoreError>;
 
     /// Records `run` as the unfinished run of `playbook`, or clears it.
     async fn set_active_run(&self, playbook: &str, run: Option<&RunId>) -> Result<(), StoreError>;

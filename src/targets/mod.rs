@@ -6,11 +6,14 @@
 //!
 //! # The contract every target keeps
 //!
-//! Expected flow: [`Target::preflight`] once per run, before the key is made;
-//! then [`Target::push`]; then, only when the run is undone,
-//! [`Target::restore`]. The engine journals the [`Snapshot`] that preflight
-//! returns (its `previous` bytes sealed) before the push, and gives the same
-//! snapshot back to `push` and `restore`, also after a crash and restart.
+//! Expected flow: [`Target::preflight`] once per run, before the key is made,
+//! then [`Target::push`]. Once every target is pushed, [`Target::restart`]
+//! runs for each target whose [`Target::restarts`] is not empty. Only when
+//! the run is undone, [`Target::restore`] runs, followed by `restart` again
+//! when the forward restart was at least started. The engine journals
+//! the [`Snapshot`] that preflight returns (its `previous` bytes sealed)
+//! before the push, and gives the same snapshot back to `push` and
+//! `restore`, also after a crash and restart.
 //!
 //! Guarantees:
 //! - `preflight` only reads. It checks reachability, permissions and the
@@ -27,6 +30,11 @@
 //!   key's nor the snapshot's: someone else wrote it after preflight, the new
 //!   key is not there to undo, so it leaves the value alone and says so in
 //!   its receipt.
+//! - `restart` makes the consumers load the values now stored (restarts
+//!   pods) and returns only once that is confirmed (the rollout is
+//!   complete), or fails. It writes the `marker` the engine gives it, which
+//!   is unique to the run, the target and the step; called again with the
+//!   same marker after a crash, it starts nothing new and only waits.
 //!
 //! Errors: every message names the object concerned (file, secret path) and,
 //! where it can, what to do. Secret values never appear in errors.
@@ -34,6 +42,7 @@
 pub mod aws_secret;
 pub mod dotenv;
 pub mod file;
+pub mod kubernetes;
 mod local;
 pub mod vault;
 
@@ -47,7 +56,7 @@ use crate::run_id::RunId;
 use crate::secret::SecretBytes;
 
 /// Target kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["file", "dotenv", "vault", "aws_secret"];
+pub const KINDS: &[&str] = &["file", "dotenv", "vault", "kubernetes", "aws_secret"];
 
 /// One target as the playbook declares it.
 #[derive(Clone, Debug)]
@@ -65,7 +74,22 @@ pub enum TargetKind {
     File(file::FileSpec),
     Dotenv(dotenv::DotenvSpec),
     Vault(vault::VaultSpec),
+    Kubernetes(kubernetes::KubernetesSpec),
     AwsSecret(aws_secret::AwsSecretSpec),
+}
+
+/// The choice of target instances to build. Most target entries are one
+/// instance named as in the playbook, but a `kubernetes` entry with several
+/// namespaces is one instance per namespace.
+#[derive(Clone, Copy, Debug)]
+pub enum Selection<'a> {
+    /// Every instance the playbook describes now, looking up what it must
+    /// (the namespaces a label selector matches): for a new run or a plan.
+    Current,
+    /// The instances with these names, journaled at preflight, without
+    /// looking anything up: for `resume` and `rollback`, which must act on
+    /// exactly the targets the run checked.
+    Journaled(&'a [String]),
 }
 
 impl TargetSpec {
@@ -88,21 +112,24 @@ impl TargetSpec {
                 None
             }
         };
-        let kind = match kind_name {
-            Some("file") => Some(TargetKind::File(file::FileSpec::decode(&mut reader, cx))),
-            Some("dotenv") => Some(TargetKind::Dotenv(dotenv::DotenvSpec::decode(
-                &mut reader,
-                cx,
-            ))),
-            Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
-            Some("aws_secret") => Some(TargetKind::AwsSecret(aws_secret::AwsSecretSpec::decode(
-                &mut reader,
-                cx,
-            ))),
-            // Without a valid type the other fields cannot be checked, so
-            // they are not reported as unknown either.
-            _ => return None,
-        };
+        let kind =
+            match kind_name {
+                Some("file") => Some(TargetKind::File(file::FileSpec::decode(&mut reader, cx))),
+                Some("dotenv") => Some(TargetKind::Dotenv(dotenv::DotenvSpec::decode(
+                    &mut reader,
+                    cx,
+                ))),
+                Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
+                Some("kubernetes") => Some(TargetKind::Kubernetes(
+                    kubernetes::KubernetesSpec::decode(&mut reader, cx),
+                )),
+                Some("aws_secret") => Some(TargetKind::AwsSecret(
+                    aws_secret::AwsSecretSpec::decode(&mut reader, cx),
+                )),
+                // Without a valid type the other fields cannot be checked, so
+                // they are not reported as unknown either.
+                _ => return None,
+            };
         reader.finish(cx);
         Some(Self {
             name,
@@ -117,30 +144,45 @@ impl TargetSpec {
             TargetKind::File(_) => "file",
             TargetKind::Dotenv(_) => "dotenv",
             TargetKind::Vault(_) => "vault",
+            TargetKind::Kubernetes(_) => "kubernetes",
             TargetKind::AwsSecret(_) => "aws_secret",
         }
     }
 
-    /// Builds the target, reading the environment variables it names.
-    pub fn build(&self) -> Result<Box<dyn Target>, SetupError> {
-        let setup = |field: &str, message: String| SetupError {
+    /// Builds the target's instances, reading the environment variables it
+    /// names. Only a `kubernetes` entry with a namespace selector makes a
+    /// call here, to list the namespaces, and only for
+    /// [`Selection::Current`].
+    pub async fn build(
+        &self,
+        selection: &Selection<'_>,
+    ) -> Result<Vec<Box<dyn Target>>, SetupError> {
+        let setup = |(field, message): (&str, String)| SetupError {
             field: format!("{}.{field}", self.path),
             message,
         };
-        Ok(match &self.kind {
+        let target: Box<dyn Target> = match &self.kind {
             TargetKind::File(spec) => Box::new(file::FileTarget::new(&self.name, spec.clone())),
             TargetKind::Dotenv(spec) => {
                 Box::new(dotenv::DotenvTarget::new(&self.name, spec.clone()))
             }
-            TargetKind::Vault(spec) => Box::new(
-                vault::VaultTarget::new(&self.name, spec.clone())
-                    .map_err(|(field, message)| setup(field, message))?,
-            ),
-            TargetKind::AwsSecret(spec) => Box::new(
-                aws_secret::AwsSecretTarget::new(&self.name, spec.clone())
-                    .map_err(|(field, message)| setup(field, message))?,
-            ),
-        })
+            TargetKind::Vault(spec) => {
+                Box::new(vault::VaultTarget::new(&self.name, spec.clone()).map_err(setup)?)
+            }
+            TargetKind::AwsSecret(spec) => {
+                Box::new(aws_secret::AwsSecretTarget::new(&self.name, spec.clone()).map_err(setup)?)
+            }
+            TargetKind::Kubernetes(spec) => {
+                let targets = kubernetes::build(&self.name, spec, selection)
+                    .await
+                    .map_err(setup)?;
+                return Ok(targets
+                    .into_iter()
+                    .map(|target| Box::new(target) as Box<dyn Target>)
+                    .collect());
+            }
+        };
+        Ok(vec![target])
     }
 }
 
@@ -200,6 +242,9 @@ pub enum TargetError {
     /// The value read back after a write differs from the one written.
     #[error("{0}")]
     ReadBackMismatch(String),
+    /// A restart did not complete: the rollout failed or timed out.
+    #[error("{0}")]
+    RolloutFailed(String),
     /// The server answered something keywheel cannot interpret.
     #[error("{0}")]
     InvalidResponse(String),
@@ -217,6 +262,7 @@ impl TargetError {
             Self::Denied(_) => "denied",
             Self::ConcurrentModification(_) => "concurrent_modification",
             Self::ReadBackMismatch(_) => "read_back_mismatch",
+            Self::RolloutFailed(_) => "rollout_failed",
             Self::InvalidResponse(_) => "invalid_response",
             Self::LimitReached(_) => "limit_reached",
         }
@@ -259,6 +305,23 @@ pub trait Target: Send + Sync {
         snapshot: &Snapshot,
         key: &Key,
     ) -> Result<Receipt, TargetError>;
+
+    /// Lists the consumers that `restart` restarts, one line each for plans
+    /// and messages. The default is an empty list, for a target that
+    /// restarts nothing, and the engine then never calls `restart`.
+    fn restarts(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Restarts the consumers so that they load the values stored now, and
+    /// waits until the restart is confirmed. `marker` is unique to the run,
+    /// the target and the step; see the module documentation.
+    async fn restart(&self, _cx: &TargetCx, _marker: &str) -> Result<Receipt, TargetError> {
+        Ok(Receipt {
+            state: serde_json::Value::Null,
+            summary: "nothing to restart".into(),
+        })
+    }
 }
 
 /// Looks up every mapped key field; the playbook was validated against the

@@ -339,3 +339,53 @@ fn persistent_failure_rolls_back_other_targets() {
         "retries must be bounded: {attempts}"
     );
 }
+
+#[test]
+fn garbage_answers_are_clear_errors() {
+    let vault = Vault::from_env();
+    let mount = new_mount(&vault, 2);
+    vault.put(&mount, "app", &[("api_key", "sk_live_original_000000000")]);
+    let cases = [
+        (
+            200,
+            "<html><body>Welcome to nginx!</body></html>",
+            "not JSON",
+        ),
+        (502, "<html><body>Bad Gateway</body></html>", "502"),
+        (200, "{\"data\": {\"path\": 7}}", "there is no mount"),
+    ];
+    for (status, body, expected) in cases {
+        let proxy = FaultProxy::start(&vault.addr);
+        proxy.inject(Rule::new(
+            Some("GET"),
+            "^/v1/sys/internal/ui/mounts/",
+            100,
+            Fault::Status {
+                status,
+                retry_after: None,
+                body: body.into(),
+            },
+        ));
+        let env = env_for(&proxy.url);
+        let path = env.playbook("v.yaml", &playbook(&mount, "app", false));
+        let run = env.keywheel(&["run", "--json", path.to_str().unwrap()]);
+        run.assert_code(EXIT_FAILED);
+        assert!(
+            run.stderr.contains(expected),
+            "{expected:?} missing:\n{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains("<html>"),
+            "raw HTML printed: {}",
+            run.stderr
+        );
+        assert_eq!(run.json()["status"], "failed");
+        assert!(run.json()["new_key_id"].is_null());
+    }
+    assert_eq!(
+        vault.get(&mount, "app").1["api_key"],
+        "sk_live_original_000000000"
+    );
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod kube;
 pub mod proxy;
 pub mod vault;
 
