@@ -909,7 +909,7 @@ targets:
     type: aws_secret
     secret_id: app
     binary: secret_access_key
-    add_fields: true
+    create: true
     region: Mars
 ",
     );
@@ -923,7 +923,7 @@ targets:
         "targets[0].set: `field` and `set` cannot both be set",
         "targets[1]: missing what to write",
         "targets[1].endpoint_url: `endpoint_url` cannot be written",
-        "targets[2].add_fields: `add_fields` only applies to `set`",
+        "targets[2].create: `create` only applies to `set`",
         "targets[2].region: invalid AWS region",
     ] {
         assert!(

@@ -10,7 +10,7 @@
 //!     AWS_SECRET_ACCESS_KEY: secret_access_key
 //!   # field: secret            # or: the whole SecretString
 //!   # binary: secret           # or: the whole SecretBinary
-//!   add_fields: false          # with `set`: add JSON fields the secret lacks
+//!   create: false              # with `set`: add JSON fields the secret lacks
 //!   region: us-east-1          # optional, see `crate::aws`
 //!   endpoint_url_env: AWS_ENDPOINT_URL
 //! ```
@@ -58,8 +58,9 @@ pub struct AwsSecretSpec {
     /// Name or ARN of the secret.
     pub secret_id: String,
     pub value: ValueSpec,
-    /// With `set`: add managed JSON fields that the secret lacks.
-    pub add_fields: bool,
+    /// With `set`: add managed JSON fields that the secret lacks. The
+    /// secret itself must exist.
+    pub create: bool,
     pub aws: AwsSpec,
 }
 
@@ -121,22 +122,22 @@ impl AwsSecretSpec {
             .next()
             .map_or(ValueSpec::Json(BTreeMap::new()), |(_, _, value)| value);
 
-        let add_fields = reader.optional::<bool>("add_fields", cx).unwrap_or(false);
-        if let Some(node) = reader.value("add_fields")
-            && add_fields
+        let create = reader.optional::<bool>("create", cx).unwrap_or(false);
+        if let Some(node) = reader.value("create")
+            && create
             && !matches!(value, ValueSpec::Json(_))
         {
             cx.error_hint(
                 node,
-                &reader.path_of("add_fields"),
-                "`add_fields` only applies to `set`",
-                "remove it: `field` and `binary` replace the whole value",
+                &reader.path_of("create"),
+                "`create` only applies to `set`, where it adds missing JSON fields",
+                "remove it: `field` and `binary` replace the whole value, and keywheel never creates the secret itself",
             );
         }
         Self {
             secret_id,
             value,
-            add_fields,
+            create,
             aws: AwsSpec::decode(reader, cx),
         }
     }
@@ -210,10 +211,20 @@ impl AwsSecretTarget {
             ErrorClass::Denied => TargetError::Denied(format!(
                 "{action} secret {secret}: {err}; check the AWS credentials and that their policy allows this on the secret"
             )),
-            ErrorClass::NotFound => TargetError::Misconfigured(format!(
-                "secret {secret} was not found in {}: {err}",
-                self.client.settings().describe()
-            )),
+            ErrorClass::NotFound => {
+                // keywheel never creates a secret: its KMS key, resource
+                // policy and replication are the owner's choices.
+                let hint = match action {
+                    "describing" => {
+                        "; create it first, for example with `aws secretsmanager create-secret`"
+                    }
+                    _ => "",
+                };
+                TargetError::Misconfigured(format!(
+                    "{action} secret {secret} in {}: not found ({err}){hint}",
+                    self.client.settings().describe()
+                ))
+            }
             ErrorClass::LimitExceeded => TargetError::LimitReached(format!(
                 "{action} secret {secret}: an AWS limit is reached ({err}); retrying does not help until the limit is raised or usage drops"
             )),
@@ -528,9 +539,9 @@ impl Target for AwsSecretTarget {
             previous.adopted = self.read_version(cx, &arn, version_id).await?;
         }
         let missing = self.spec.value.missing_fields(previous.base())?;
-        if !missing.is_empty() && !self.spec.add_fields {
+        if !missing.is_empty() && !self.spec.create {
             return Err(TargetError::Misconfigured(format!(
-                "secret {arn} has no JSON field {}; add it, or set `add_fields: true` to let keywheel add it",
+                "secret {arn} has no JSON field {}; add it, or set `create: true` to let keywheel add it",
                 missing.join(", ")
             )));
         }
