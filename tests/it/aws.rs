@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::support::aws::{
     self, AccessKey, Moto, calls, json_body, json_error, json_rule, query_error, query_rule,
 };
+use crate::support::kube::{self, Cluster};
 use crate::support::proxy::{Fault, FaultProxy, Rule, Seen};
 use crate::support::vault::Vault;
 use crate::support::{
@@ -934,79 +935,79 @@ targets:
     }
 }
 
-#[test]
-fn aws_demo_playbook_is_valid() {
-    let env = TestEnv::new();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/aws-demo.yaml");
-    env.keywheel(&["validate", path]).assert_code(EXIT_OK);
-}
-
-/// Three targets where the third responds with 403 to writes: a Vault secret and
-/// the AWS secret are pushed, the third is not.
+/// Three targets: a Vault secret and the AWS secret are pushed, and a
+/// Kubernetes Secret whose namespace forbids updates responds with 403.
 struct PartialFailure {
     f: Fixture,
     vault: Vault,
     vault_proxy: FaultProxy,
-    good_path: String,
-    broken_path: String,
+    vault_path: String,
+    cluster: Cluster,
+    namespace: String,
     playbook: PathBuf,
 }
 
 fn partial_failure(policy: &str) -> PartialFailure {
     let mut f = fixture();
     let vault = Vault::from_env();
-    let good_path = unique("aws-pair");
-    let broken_path = unique("aws-pair-broken");
-    for path in [&good_path, &broken_path] {
-        vault.put(
-            "secret",
-            path,
-            &[
-                ("access_key_id", f.old.id.as_str()),
-                ("secret_access_key", f.old.secret.as_str()),
-            ],
-        );
-    }
-
+    let vault_path = unique("aws-pair");
+    vault.put(
+        "secret",
+        &vault_path,
+        &[
+            ("access_key_id", f.old.id.as_str()),
+            ("secret_access_key", f.old.secret.as_str()),
+        ],
+    );
     let vault_proxy = FaultProxy::start(&vault.addr);
-    vault_proxy.inject(Rule::new(
-        Some("POST"),
-        &format!("^/v1/secret/data/{broken_path}$"),
-        1,
-        Fault::Status {
-            status: 403,
-            retry_after: None,
-            body: "{\"errors\":[\"permission denied\"]}".into(),
-        },
-    ));
-
-    f.env.env("VAULT_ADDR", &vault.addr);
-    f.env.env("VAULT_VIA_PROXY", &vault_proxy.url);
+    f.env.env("VAULT_ADDR", &vault_proxy.url);
     f.env.env("VAULT_TOKEN", &vault.token);
     f.env.secret(&vault.token);
 
-    let pair = "    set:\n      access_key_id: access_key_id\n      secret_access_key: secret_access_key\n";
+    let cluster = Cluster::emulator();
+    let namespace = cluster.namespace("kw", &[]);
+    cluster.create_secret(
+        &namespace,
+        "aws-pair",
+        &[
+            ("AWS_ACCESS_KEY_ID", f.old.id.as_bytes()),
+            ("AWS_SECRET_ACCESS_KEY", f.old.secret.as_bytes()),
+        ],
+        &[],
+        &[],
+    );
+    cluster.control().forbid(&namespace, &["update"], "secrets");
+    cluster.configure(&mut f.env);
+
     let extra = format!(
         "  - name: vault-app
     type: vault
     mount: secret
-    path: {good_path}
-{pair}  - name: broken
-    type: vault
-    address_env: VAULT_VIA_PROXY
-    mount: secret
-    path: {broken_path}
-{pair}policy:
+    path: {vault_path}
+    set:
+      access_key_id: access_key_id
+      secret_access_key: secret_access_key
+  - name: k8s-app
+    type: kubernetes
+    kubeconfig_env: {kubeconfig_env}
+    namespace: {namespace}
+    secret_name: aws-pair
+    set:
+      AWS_ACCESS_KEY_ID: access_key_id
+      AWS_SECRET_ACCESS_KEY: secret_access_key
+policy:
   concurrency: 1
-{policy}"
+{policy}",
+        kubeconfig_env = kube::PLAYBOOK_KUBECONFIG_ENV,
     );
     let playbook = f.playbook(&extra);
     PartialFailure {
         f,
         vault,
         vault_proxy,
-        good_path,
-        broken_path,
+        vault_path,
+        cluster,
+        namespace,
         playbook,
     }
 }
@@ -1039,7 +1040,7 @@ fn partial_failure_restores_vault_and_aws() {
     for (step, status) in [
         ("push:aws-secret", "done"),
         ("push:vault-app", "done"),
-        ("push:broken", "failed"),
+        ("push:k8s-app", "failed"),
         ("restore:aws-secret", "done"),
         ("restore:vault-app", "done"),
     ] {
@@ -1055,17 +1056,23 @@ fn partial_failure_restores_vault_and_aws() {
     assert!(calls(&f.proxy, "UpdateAccessKey").is_empty());
     f.assert_original();
 
-    let (version, data) = p.vault.get("secret", &p.good_path);
+    let (version, data) = p.vault.get("secret", &p.vault_path);
     assert_eq!(version, 3, "the previous value is written as a new version");
     assert_eq!(data["access_key_id"], f.old.id);
     assert_eq!(data["secret_access_key"], f.old.secret);
-    for write in p
+    let writes = p
         .vault_proxy
-        .seen_matching("POST", &format!("^/v1/secret/data/{}$", p.broken_path))
-    {
-        let body: Value = serde_json::from_slice(&write.body).unwrap();
-        assert!(body["options"]["cas"].is_u64(), "a write without cas");
-    }
+        .seen_matching("POST", &format!("^/v1/secret/data/{}$", p.vault_path));
+    let cas: Vec<Value> = writes
+        .iter()
+        .map(|w| serde_json::from_slice::<Value>(&w.body).unwrap()["options"]["cas"].clone())
+        .collect();
+    assert_eq!(cas, [json!(1), json!(2)], "push and restore carry cas");
+    let k8s = p
+        .cluster
+        .secret_value(&p.namespace, "aws-pair", "AWS_ACCESS_KEY_ID")
+        .unwrap();
+    assert_eq!(k8s, f.old.id.as_bytes());
 }
 
 #[test]
@@ -1081,8 +1088,9 @@ fn held_partial_failure_resumes_failed_target() {
     let new_id = report["new_key_id"].as_str().unwrap().to_string();
     assert_eq!(f.moto.key_active(&f.user, &f.old.id), Some(true));
     let puts_before = calls(&f.proxy, "PutSecretValue").len();
-    let (vault_version, _) = p.vault.get("secret", &p.good_path);
+    let (vault_version, _) = p.vault.get("secret", &p.vault_path);
 
+    p.cluster.control().clear_forbid();
     let run_id = f.run_id().unwrap();
     f.env
         .keywheel(&["resume", &run_id, "--yes"])
@@ -1098,10 +1106,17 @@ fn held_partial_failure_resumes_failed_target() {
         puts_before,
         "the AWS secret was pushed again"
     );
-    assert_eq!(p.vault.get("secret", &p.good_path).0, vault_version);
+    assert_eq!(p.vault.get("secret", &p.vault_path).0, vault_version);
     let new = f.assert_rotated();
     assert_eq!(new.id, new_id);
-    let (_, broken) = p.vault.get("secret", &p.broken_path);
-    assert_eq!(broken["access_key_id"], new_id);
-    assert_eq!(broken["secret_access_key"], new.secret);
+    // The access key id is public: it is read without registering it.
+    let k8s_id = p
+        .cluster
+        .secret_value(&p.namespace, "aws-pair", "AWS_ACCESS_KEY_ID")
+        .unwrap();
+    let k8s_secret =
+        p.cluster
+            .secret_text(&f.env, &p.namespace, "aws-pair", "AWS_SECRET_ACCESS_KEY");
+    assert_eq!(k8s_id, new_id.as_bytes());
+    assert_eq!(k8s_secret, new.secret);
 }
