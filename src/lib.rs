@@ -12,6 +12,7 @@
 // Tests may unwrap: a panic there is a failed test, not a crash a user sees.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod aws;
 pub mod engine;
 pub mod exit;
 pub mod fsutil;

@@ -7,6 +7,7 @@ use keywheel::engine::record::Mode;
 use keywheel::engine::report::{RunReport, RunStatus};
 use keywheel::engine::{Engine, EngineError, EngineOptions, RunSelector};
 use keywheel::exit::ExitStatus;
+use keywheel::issuers::Overrides;
 use keywheel::output::{Output, OutputOptions, render};
 use keywheel::playbook::{self, decode::Severity};
 use keywheel::seal::{KeySource, Sealer};
@@ -22,14 +23,23 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
     }));
     let result = match &cli.command {
         Command::Validate { playbooks } => Ok(validate(&out, playbooks, cli.json)),
-        Command::Plan { playbook } => plan(&out, playbook, cli.json).await,
+        Command::Plan { playbook } => plan(&cli, &out, playbook).await,
         Command::Run {
             playbook,
             break_lock,
             if_due,
-        } => run(&cli, &out, playbook, *break_lock, *if_due).await,
-        Command::Resume { run, break_lock } => {
-            resume(&cli, &out, run.as_deref(), *break_lock).await
+            overrides,
+        } => {
+            let overrides = overrides.to_overrides();
+            run(&cli, &out, playbook, *break_lock, *if_due, overrides).await
+        }
+        Command::Resume {
+            run,
+            break_lock,
+            overrides,
+        } => {
+            let overrides = overrides.to_overrides();
+            resume(&cli, &out, run.as_deref(), *break_lock, overrides).await
         }
         Command::Rollback { run, break_lock } => rollback(&cli, &out, run, *break_lock).await,
         Command::Status { run } => status(&cli, &out, run.clone()).await,
@@ -81,7 +91,12 @@ fn state_dir(cli: &Cli) -> PathBuf {
     })
 }
 
-fn engine(cli: &Cli, out: &Arc<Output>, break_lock: bool) -> Result<Engine, EngineError> {
+fn engine(
+    cli: &Cli,
+    out: &Arc<Output>,
+    break_lock: bool,
+    overrides: Overrides,
+) -> Result<Engine, EngineError> {
     let dir = state_dir(cli);
     let store = LocalStore::open(&dir)?;
     let (sealer, source) = Sealer::load(cli.seal_key_file.as_deref(), &dir)?;
@@ -96,6 +111,7 @@ fn engine(cli: &Cli, out: &Arc<Output>, break_lock: bool) -> Result<Engine, Engi
     }
     let options = EngineOptions {
         break_lock,
+        overrides,
         ..EngineOptions::default()
     };
     Ok(Engine::new(Arc::new(store), sealer, out.clone(), options))
@@ -162,13 +178,14 @@ fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json:
         .collect()
 }
 
-async fn plan(out: &Output, path: &Path, json: bool) -> Result<ExitStatus, EngineError> {
+async fn plan(cli: &Cli, out: &Output, path: &Path) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
     for warning in &book.warnings {
         out.warn(format!("{}: {warning}", path.display()));
     }
-    let plan = keywheel::engine::plan::plan(&book, Default::default()).await?;
-    if json {
+    let disabled = disabled_keys(cli, &book.name).await;
+    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled).await?;
+    if cli.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&plan).unwrap_or_default()
@@ -183,15 +200,39 @@ async fn plan(out: &Output, path: &Path, json: bool) -> Result<ExitStatus, Engin
     })
 }
 
+/// Old keys that earlier runs of `playbook` disabled, read from the state
+/// directory when it exists. `plan` creates nothing, so without a state
+/// directory there are none.
+async fn disabled_keys(cli: &Cli, playbook: &str) -> Vec<String> {
+    let dir = state_dir(cli);
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let store = match LocalStore::open(&dir) {
+        Ok(store) => store,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read earlier runs");
+            return Vec::new();
+        }
+    };
+    keywheel::engine::keys_disabled_by_runs(&store, playbook, None)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot read earlier runs");
+            Vec::new()
+        })
+}
+
 async fn run(
     cli: &Cli,
     out: &Arc<Output>,
     path: &Path,
     break_lock: bool,
     if_due: bool,
+    overrides: Overrides,
 ) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
-    let engine = engine(cli, out, break_lock)?;
+    let engine = engine(cli, out, break_lock, overrides)?;
     if if_due {
         let due = engine.due_status(&book).await?;
         if !due.due {
@@ -233,7 +274,7 @@ async fn write_textfile(cli: &Cli, out: &Output, engine: &Engine) {
 }
 
 async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false)?;
+    let engine = engine(cli, out, false, Overrides::default())?;
     let mut statuses = Vec::new();
     for path in paths {
         let book = playbook::load(path)?;
@@ -262,7 +303,7 @@ async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStat
 }
 
 async fn report(cli: &Cli, out: &Arc<Output>, run: &str) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false)?;
+    let engine = engine(cli, out, false, Overrides::default())?;
     let (report, audit) = engine.audit_log(run).await?;
     if cli.json {
         let events: Vec<serde_json::Value> = audit
@@ -285,8 +326,9 @@ async fn resume(
     out: &Arc<Output>,
     run: Option<&str>,
     break_lock: bool,
+    overrides: Overrides,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, break_lock)?;
+    let engine = engine(cli, out, break_lock, overrides)?;
     let report = engine.resume(run).await;
     write_textfile(cli, out, &engine).await;
     Ok(finish(out, &report?, cli.json, false))
@@ -298,7 +340,7 @@ async fn rollback(
     run: &str,
     break_lock: bool,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, break_lock)?;
+    let engine = engine(cli, out, break_lock, Overrides::default())?;
     let report = engine.rollback(run).await;
     write_textfile(cli, out, &engine).await;
     Ok(finish(out, &report?, cli.json, true))
@@ -338,7 +380,7 @@ async fn status(
     out: &Arc<Output>,
     run: Option<String>,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false)?;
+    let engine = engine(cli, out, false, Overrides::default())?;
     let selector = match run {
         Some(id) => RunSelector::Id(id),
         None => RunSelector::Current,
@@ -365,7 +407,7 @@ async fn history(
     playbook: Option<&str>,
     limit: usize,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false)?;
+    let engine = engine(cli, out, false, Overrides::default())?;
     let reports = engine.history(playbook, limit).await?;
     if cli.json {
         println!(

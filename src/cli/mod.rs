@@ -4,7 +4,7 @@ mod commands;
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use keywheel::exit::{EXIT_CODES_HELP, ExitStatus};
 
 const ABOUT: &str = "Rotate API keys and other secrets safely.
@@ -87,6 +87,8 @@ pub enum Command {
         /// younger than the playbook's max_age
         #[arg(long)]
         if_due: bool,
+        #[command(flatten)]
+        overrides: OverrideFlags,
     },
     /// Finish an interrupted or held run
     Resume {
@@ -96,6 +98,8 @@ pub enum Command {
         /// Remove a lock left by a keywheel process that is gone
         #[arg(long)]
         break_lock: bool,
+        #[command(flatten)]
+        overrides: OverrideFlags,
     },
     /// Undo an unfinished run: restore every target and delete the new key
     Rollback {
@@ -138,6 +142,43 @@ pub enum Command {
     },
 }
 
+/// Operator decisions that let a run go past a preflight check that would
+/// otherwise stop it. Preflight journals what it decided, so `resume` only
+/// uses them when the run stopped before its preflight was journaled.
+#[derive(Debug, Default, Args)]
+pub struct OverrideFlags {
+    /// Restore an AWS Secrets Manager secret that is scheduled for
+    /// deletion, then rotate it
+    #[arg(long)]
+    pub restore: bool,
+
+    /// Remove the AWSPENDING label from a pending version that another
+    /// rotation left in an AWS secret (a rollback puts it back)
+    #[arg(long, conflicts_with = "adopt_pending")]
+    pub discard_pending: bool,
+
+    /// Write the new key's fields into the JSON value of a pending version
+    /// that another rotation left in an AWS secret
+    #[arg(long)]
+    pub adopt_pending: bool,
+
+    /// Delete an inactive IAM access key that no keywheel run disabled,
+    /// when the user has no free key slot
+    #[arg(long)]
+    pub delete_inactive_key: bool,
+}
+
+impl OverrideFlags {
+    pub fn to_overrides(&self) -> keywheel::issuers::Overrides {
+        keywheel::issuers::Overrides {
+            restore_secret: self.restore,
+            discard_pending: self.discard_pending,
+            adopt_pending: self.adopt_pending,
+            delete_inactive_key: self.delete_inactive_key,
+        }
+    }
+}
+
 /// Runs the subcommand and returns the exit status.
 pub async fn dispatch(cli: Cli) -> ExitStatus {
     commands::dispatch(cli).await
@@ -157,7 +198,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     // warn unless the filter is set explicitly. kube logs the API server's
     // error bodies at debug, and those can quote Secret data.
     let default = format!(
-        "{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn,kube_client=warn,kube=warn"
+        "{level},hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn,h2=warn,tower=warn,kube_client=warn,kube=warn,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn"
     );
     let filter = std::env::var("KEYWHEEL_LOG").unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)

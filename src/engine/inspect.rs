@@ -6,7 +6,59 @@ use super::report::RunReport;
 use super::state::RunState;
 use super::{Engine, EngineError};
 use crate::run_id::RunId;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
+
+/// Replays the journal of `run_id` from `store`.
+pub async fn replay_run(store: &dyn Store, run_id: &RunId) -> Result<RunState, StoreError> {
+    let journal = store.read(run_id).await?;
+    if journal.torn_tail {
+        tracing::info!(run = %run_id, "ignoring a torn last journal record");
+    }
+    let mut records = Vec::with_capacity(journal.records.len());
+    for raw in &journal.records {
+        let record: Record =
+            serde_json::from_str(&raw.json).map_err(|err| StoreError::Corrupt {
+                what: format!("journal of run {run_id}"),
+                line: raw.seq as usize,
+                reason: format!("record is not a keywheel event: {err}"),
+            })?;
+        records.push(record);
+    }
+    Ok(RunState::replay(run_id.clone(), &records))
+}
+
+/// Ids of old keys that runs of `playbook` other than `except` disabled and
+/// did not enable again. An issuer may delete such a key to free a slot.
+/// A journal that cannot be read is skipped with a warning: the list only
+/// ever allows a deletion, so a missing entry errs on the safe side.
+pub async fn keys_disabled_by_runs(
+    store: &dyn Store,
+    playbook: &str,
+    except: Option<&RunId>,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for run in store.list_runs().await? {
+        if Some(&run) == except {
+            continue;
+        }
+        let state = match replay_run(store, &run).await {
+            Ok(state) => state,
+            Err(err) => {
+                tracing::warn!(run = %run, %err, "skipping an unreadable journal while looking for disabled keys");
+                continue;
+            }
+        };
+        if state.playbook() != playbook {
+            continue;
+        }
+        if let Some(key) = state.key_left_disabled()
+            && !keys.iter().any(|k| k == key)
+        {
+            keys.push(key.to_string());
+        }
+    }
+    Ok(keys)
+}
 
 /// Which runs `status` shows.
 #[derive(Clone, Debug)]
@@ -20,21 +72,9 @@ pub enum RunSelector {
 impl Engine {
     /// Replays the journal of `run_id`.
     pub async fn load_state(&self, run_id: &RunId) -> Result<RunState, EngineError> {
-        let journal = self.store.read(run_id).await?;
-        if journal.torn_tail {
-            tracing::info!(run = %run_id, "ignoring a torn last journal record");
-        }
-        let mut records = Vec::with_capacity(journal.records.len());
-        for raw in &journal.records {
-            let record: Record =
-                serde_json::from_str(&raw.json).map_err(|err| StoreError::Corrupt {
-                    what: format!("journal of run {run_id}"),
-                    line: raw.seq as usize,
-                    reason: format!("record is not a keywheel event: {err}"),
-                })?;
-            records.push(record);
-        }
-        Ok(RunState::replay(run_id.clone(), &records))
+        replay_run(self.store.as_ref(), run_id)
+            .await
+            .map_err(EngineError::from)
     }
 
     /// Finds the run whose id is `selector` or starts with it.

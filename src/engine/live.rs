@@ -42,6 +42,7 @@ impl<'e> Live<'e> {
         journal: Journal,
         playbook: Playbook,
         (issuer, targets, watch): super::Built,
+        disabled_by_earlier_runs: Vec<String>,
     ) -> Self {
         let run_id = journal.run_id().clone();
         Self {
@@ -54,6 +55,7 @@ impl<'e> Live<'e> {
                 run_id,
                 retry: engine.options.retry,
                 overrides: engine.options.overrides.clone(),
+                disabled_by_earlier_runs,
             },
             engine,
             journal,
@@ -342,10 +344,28 @@ impl<'e> Live<'e> {
     }
 
     async fn delete_orphan(&self, key_id: &str) -> Result<bool, EngineError> {
+        let Some(message) = self.delete_orphan_step(key_id).await? else {
+            return Ok(true);
+        };
+        self.out().error(&message);
+        self.record(Event::NeedsAttention {
+            items: vec![message],
+        })
+        .await?;
+        Ok(false)
+    }
+
+    /// Deletes a key that a create made before an interruption, as a
+    /// journaled step. Returns what the operator must do when it failed.
+    pub(super) async fn delete_orphan_step(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<String>, EngineError> {
         let step = Step::DeleteOrphan(key_id.to_string());
+        let attempt = self.state().await.status(&step).map_or(0, |s| s.attempt()) + 1;
         self.record(Event::Intent {
             step: step.clone(),
-            attempt: 1,
+            attempt,
         })
         .await?;
         match self.issuer.delete(&self.icx, key_id).await {
@@ -360,24 +380,19 @@ impl<'e> Live<'e> {
                     detail: serde_json::Value::Null,
                 })
                 .await?;
-                Ok(true)
+                Ok(None)
             }
             Err(err) => {
-                let message = format!(
-                    "key {key_id} was created by this run but its secret is lost, and deleting it failed: {err}; delete it at the issuer by hand"
-                );
                 self.record(Event::Failed {
                     step,
                     class: err.class().into(),
                     error: err.to_string(),
                 })
                 .await?;
-                self.out().error(&message);
-                self.record(Event::NeedsAttention {
-                    items: vec![message],
-                })
-                .await?;
-                Ok(false)
+                Ok(Some(format!(
+                    "key {key_id} was created by this run but its secret is lost, and deleting it failed: {err}; delete it at the issuer by hand, or fix the cause and run `keywheel resume {0}` or `keywheel rollback {0}` again",
+                    self.journal.run_id()
+                )))
             }
         }
     }

@@ -79,7 +79,7 @@ use record::{Event, Mode};
 use report::RunReport;
 use state::{Phase, RunState};
 
-pub use inspect::RunSelector;
+pub use inspect::{RunSelector, keys_disabled_by_runs};
 
 /// Settings of the engine that come from the command line.
 #[derive(Clone, Debug)]
@@ -304,7 +304,9 @@ impl Engine {
             })?;
         self.out
             .status("Started", format!("run {run_id} of {}", playbook.name));
-        let live = Live::new(self, journal, playbook.clone(), built);
+        let disabled =
+            keys_disabled_by_runs(self.store.as_ref(), &playbook.name, Some(run_id)).await?;
+        let live = Live::new(self, journal, playbook.clone(), built, disabled);
         let started = RunReport::from_state(&live.state().await);
         crate::notify::send(
             &playbook.notify,
@@ -398,7 +400,9 @@ impl Engine {
                 })?;
             self.out
                 .status("Resuming", format!("run {run_id} of {}", playbook.name));
-            let live = Live::new(self, journal, playbook.clone(), built);
+            let disabled =
+                keys_disabled_by_runs(self.store.as_ref(), &playbook.name, Some(&run_id)).await?;
+            let live = Live::new(self, journal, playbook.clone(), built, disabled);
             match how {
                 Continuation::Resume if live.is_rolling_back().await => {
                     live.roll_back(None).await?

@@ -14,7 +14,13 @@ use crate::targets::{Selection, TargetCx};
 use crate::verify::Stage;
 
 /// Builds the plan of `playbook`. Targets and issuer are only read.
-pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, EngineError> {
+/// `disabled_keys` are the old keys earlier runs of the playbook disabled
+/// (see [`super::keys_disabled_by_runs`]).
+pub async fn plan(
+    playbook: &Playbook,
+    retry: RetryPolicy,
+    disabled_keys: Vec<String>,
+) -> Result<Plan, EngineError> {
     let (issuer, targets, watch) = build(playbook, Selection::Current).await?;
     let run_id = RunId::generate();
     let tcx = TargetCx {
@@ -26,6 +32,7 @@ pub async fn plan(playbook: &Playbook, retry: RetryPolicy) -> Result<Plan, Engin
         run_id,
         retry,
         overrides: Overrides::default(),
+        disabled_by_earlier_runs: disabled_keys,
     };
 
     let results: Vec<_> = futures_util::stream::iter(targets.iter().map(Arc::clone))

@@ -247,6 +247,14 @@ impl RunState {
         self.started.as_ref().map_or("", |s| s.playbook.as_str())
     }
 
+    /// The old key this run disabled and did not enable again, if any.
+    pub fn key_left_disabled(&self) -> Option<&str> {
+        if !self.is_done(&Step::Revoke) || self.is_done(&Step::Reenable) {
+            return None;
+        }
+        self.issuer.as_ref()?.old_key_id.as_deref()
+    }
+
     /// The journaled preflight record of `target`.
     pub fn target(&self, name: &str) -> Option<&TargetRecord> {
         self.targets.iter().find(|t| t.name == name)
@@ -325,6 +333,53 @@ mod tests {
             ],
         );
         assert_eq!(state.phase, Phase::RollingBack);
+    }
+
+    fn step_event(seq: u64, step: Step, done: bool) -> Record {
+        let event = if done {
+            Event::Done {
+                step,
+                summary: String::new(),
+                detail: serde_json::Value::Null,
+            }
+        } else {
+            Event::Intent { step, attempt: 1 }
+        };
+        record(seq, event)
+    }
+
+    #[test]
+    fn key_left_disabled_after_revoke_only() {
+        let preflight = record(
+            2,
+            Event::Preflight {
+                issuer: IssuerRecord {
+                    old_key_id: Some("AKIAOLD".into()),
+                    ..IssuerRecord::default()
+                },
+                targets: Vec::new(),
+            },
+        );
+        let run: RunId = "20261204-120000-abcdef".parse().unwrap();
+        let base = vec![record(1, started()), preflight];
+
+        let mut revoke_started = base.clone();
+        revoke_started.push(step_event(3, Step::Revoke, false));
+        assert_eq!(
+            RunState::replay(run.clone(), &revoke_started).key_left_disabled(),
+            None
+        );
+
+        let mut revoked = base.clone();
+        revoked.push(step_event(3, Step::Revoke, true));
+        assert_eq!(
+            RunState::replay(run.clone(), &revoked).key_left_disabled(),
+            Some("AKIAOLD")
+        );
+
+        let mut reenabled = revoked.clone();
+        reenabled.push(step_event(4, Step::Reenable, true));
+        assert_eq!(RunState::replay(run, &reenabled).key_left_disabled(), None);
     }
 
     #[test]

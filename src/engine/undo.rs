@@ -39,7 +39,7 @@ impl Live<'_> {
             Some(_) => Some(self.new_key().await?),
             None => None,
         };
-        let mut attention = Vec::new();
+        let mut attention = self.delete_unrecorded_keys().await?;
 
         if let Some(item) = self.reenable_old_key().await? {
             attention.push(item);
@@ -52,9 +52,6 @@ impl Live<'_> {
             && let Some(item) = self.delete_new_key(key).await?
         {
             attention.push(item);
-        }
-        if attention.is_empty() && key.is_none() {
-            attention.extend(self.delete_unrecorded_keys().await?);
         }
 
         if !attention.is_empty() {
@@ -78,6 +75,36 @@ impl Live<'_> {
             summary,
         })
         .await
+    }
+
+    /// Deletes keys that a create made before a crash cut its journal
+    /// record short. Without this, a rollback of such a run would leave a
+    /// working key at the issuer that nothing records.
+    async fn delete_unrecorded_keys(&self) -> Result<Vec<String>, EngineError> {
+        let state = self.state().await;
+        if state.key.is_some() || !state.was_attempted(&Step::Generate) || state.issuer.is_none() {
+            return Ok(Vec::new());
+        }
+        let snapshot = self.issuer_snapshot(&state);
+        let recovered = match self.issuer.find_created(&self.icx, &snapshot).await {
+            Ok(recovered) => recovered,
+            Err(err) => {
+                return Ok(vec![format!(
+                    "cannot look for a key created before the interruption: {err}; delete any key this run made at the issuer, then run `keywheel rollback {}` again",
+                    self.journal.run_id()
+                )]);
+            }
+        };
+        let mut ids = recovered.orphan_ids;
+        ids.extend(recovered.key.map(|key| key.id));
+        let mut attention = Vec::new();
+        for id in ids {
+            if state.is_done(&Step::DeleteOrphan(id.clone())) {
+                continue;
+            }
+            attention.extend(self.delete_orphan_step(&id).await?);
+        }
+        Ok(attention)
     }
 
     fn out_warn(&self, message: String) {
@@ -222,67 +249,6 @@ impl Live<'_> {
                 )))
             }
         }
-    }
-
-    /// Deletes the keys a create made when the run stopped before the key
-    /// was journaled: generate was announced, but no key was recorded.
-    async fn delete_unrecorded_keys(&self) -> Result<Vec<String>, EngineError> {
-        let state = self.state().await;
-        let announced = state.was_attempted(&Step::Generate) && state.key.is_none();
-        if !announced || self.issuer.revocation() == Revocation::Replace {
-            return Ok(Vec::new());
-        }
-        let run_id = self.journal.run_id();
-        let snapshot = self.issuer_snapshot(&state);
-        let recovered = match self.issuer.find_created(&self.icx, &snapshot).await {
-            Ok(recovered) => recovered,
-            Err(err) => {
-                return Ok(vec![format!(
-                    "cannot look for a key this run may have created before it was interrupted: {err}; delete such a key at the issuer, then run `keywheel rollback {run_id}` again"
-                )]);
-            }
-        };
-        let mut ids = recovered.orphan_ids;
-        ids.extend(recovered.key.map(|key| key.id));
-        let mut attention = Vec::new();
-        for id in ids {
-            let step = Step::DeleteOrphan(id.clone());
-            if state.is_done(&step) {
-                continue;
-            }
-            let attempt = state.status(&step).map_or(0, |s| s.attempt()) + 1;
-            self.record(Event::Intent {
-                step: step.clone(),
-                attempt,
-            })
-            .await?;
-            match self.issuer.delete(&self.icx, &id).await {
-                Ok(()) => {
-                    self.engine.out.status(
-                        "Deleted",
-                        format!("key {id}, created before an interruption"),
-                    );
-                    self.record(Event::Done {
-                        step,
-                        summary: format!("deleted {id}"),
-                        detail: serde_json::Value::Null,
-                    })
-                    .await?;
-                }
-                Err(err) => {
-                    self.record(Event::Failed {
-                        step,
-                        class: err.class().into(),
-                        error: err.to_string(),
-                    })
-                    .await?;
-                    attention.push(format!(
-                        "key {id} was created by this run before an interruption, and deleting it failed: {err}; delete it at the issuer, or run `keywheel rollback {run_id}` again"
-                    ));
-                }
-            }
-        }
-        Ok(attention)
     }
 
     /// Deletes the new key at the issuer, once no target holds it.

@@ -21,6 +21,7 @@
 //! Errors name the issuer's object (user, key id, URL) and never include a
 //! secret value.
 
+pub mod aws_iam;
 pub mod command;
 pub mod credential;
 pub mod http;
@@ -39,7 +40,7 @@ use crate::secret::SecretBytes;
 use crate::targets::SetupError;
 
 /// Issuer kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["random", "http", "command"];
+pub const KINDS: &[&str] = &["random", "http", "command", "aws_iam"];
 
 #[derive(Clone, Debug)]
 pub struct IssuerSpec {
@@ -53,6 +54,7 @@ pub enum IssuerKind {
     Random(random::RandomSpec),
     Http(Box<http::spec::HttpSpec>),
     Command(command::CommandSpec),
+    AwsIam(aws_iam::AwsIamSpec),
 }
 
 impl IssuerSpec {
@@ -83,6 +85,7 @@ impl IssuerSpec {
                 }
             }
             Some("command") => IssuerKind::Command(command::CommandSpec::decode(&mut reader, cx)),
+            Some("aws_iam") => IssuerKind::AwsIam(aws_iam::AwsIamSpec::decode(&mut reader, cx)),
             _ => return None,
         };
         reader.finish(cx);
@@ -97,6 +100,7 @@ impl IssuerSpec {
             IssuerKind::Random(_) => "random",
             IssuerKind::Http(_) => "http",
             IssuerKind::Command(_) => "command",
+            IssuerKind::AwsIam(_) => "aws_iam",
         }
     }
 
@@ -106,6 +110,10 @@ impl IssuerSpec {
             IssuerKind::Random(_) => vec![random::SECRET_FIELD.to_string()],
             IssuerKind::Http(spec) => spec.fields(),
             IssuerKind::Command(spec) => spec.fields.clone(),
+            IssuerKind::AwsIam(_) => vec![
+                aws_iam::ACCESS_KEY_ID_FIELD.to_string(),
+                aws_iam::SECRET_FIELD.to_string(),
+            ],
         };
         fields.push(crate::key::ID_FIELD.to_string());
         fields
@@ -121,6 +129,14 @@ impl IssuerSpec {
             IssuerKind::Command(spec) => {
                 Box::new(command::CommandIssuer::new(spec.clone(), &self.path)?)
             }
+            IssuerKind::AwsIam(spec) => Box::new(
+                aws_iam::AwsIamIssuer::new(spec.clone()).map_err(|(field, message)| {
+                    SetupError {
+                        field: format!("{}.{field}", self.path),
+                        message,
+                    }
+                })?,
+            ),
         })
     }
 }
@@ -131,12 +147,27 @@ pub struct IssuerCx {
     pub run_id: RunId,
     pub retry: RetryPolicy,
     pub overrides: Overrides,
+    /// Ids of old keys that earlier runs of the same playbook disabled and
+    /// did not enable again, from their journals.
+    pub disabled_by_earlier_runs: Vec<String>,
 }
 
 /// Decisions the operator made on the command line that let a run go past
 /// a check that would otherwise stop it.
 #[derive(Clone, Debug, Default)]
-pub struct Overrides {}
+pub struct Overrides {
+    /// Restore an AWS secret that is scheduled for deletion (`--restore`).
+    pub restore_secret: bool,
+    /// Drop the `AWSPENDING` label of another rotation's version
+    /// (`--discard-pending`).
+    pub discard_pending: bool,
+    /// Write the new key into the value of another rotation's pending
+    /// version (`--adopt-pending`).
+    pub adopt_pending: bool,
+    /// Delete an inactive access key that no keywheel run deactivated, to
+    /// free a slot for the new key (`--delete-inactive-key`).
+    pub delete_inactive_key: bool,
+}
 
 /// How an issuer takes an old key out of service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

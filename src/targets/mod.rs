@@ -39,6 +39,7 @@
 //! Errors: every message names the object concerned (file, secret path) and,
 //! where it can, what to do. Secret values never appear in errors.
 
+pub mod aws_secret;
 pub mod dotenv;
 pub mod file;
 pub mod kubernetes;
@@ -55,7 +56,7 @@ use crate::run_id::RunId;
 use crate::secret::SecretBytes;
 
 /// Target kinds a playbook may name in `type:`.
-pub const KINDS: &[&str] = &["file", "dotenv", "vault", "kubernetes"];
+pub const KINDS: &[&str] = &["file", "dotenv", "vault", "kubernetes", "aws_secret"];
 
 /// One target as the playbook declares it.
 #[derive(Clone, Debug)]
@@ -74,6 +75,7 @@ pub enum TargetKind {
     Dotenv(dotenv::DotenvSpec),
     Vault(vault::VaultSpec),
     Kubernetes(kubernetes::KubernetesSpec),
+    AwsSecret(aws_secret::AwsSecretSpec),
 }
 
 /// The choice of target instances to build. Most target entries are one
@@ -110,21 +112,24 @@ impl TargetSpec {
                 None
             }
         };
-        let kind = match kind_name {
-            Some("file") => Some(TargetKind::File(file::FileSpec::decode(&mut reader, cx))),
-            Some("dotenv") => Some(TargetKind::Dotenv(dotenv::DotenvSpec::decode(
-                &mut reader,
-                cx,
-            ))),
-            Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
-            Some("kubernetes") => Some(TargetKind::Kubernetes(kubernetes::KubernetesSpec::decode(
-                &mut reader,
-                cx,
-            ))),
-            // Without a valid type the other fields cannot be checked, so
-            // they are not reported as unknown either.
-            _ => return None,
-        };
+        let kind =
+            match kind_name {
+                Some("file") => Some(TargetKind::File(file::FileSpec::decode(&mut reader, cx))),
+                Some("dotenv") => Some(TargetKind::Dotenv(dotenv::DotenvSpec::decode(
+                    &mut reader,
+                    cx,
+                ))),
+                Some("vault") => Some(TargetKind::Vault(vault::VaultSpec::decode(&mut reader, cx))),
+                Some("kubernetes") => Some(TargetKind::Kubernetes(
+                    kubernetes::KubernetesSpec::decode(&mut reader, cx),
+                )),
+                Some("aws_secret") => Some(TargetKind::AwsSecret(
+                    aws_secret::AwsSecretSpec::decode(&mut reader, cx),
+                )),
+                // Without a valid type the other fields cannot be checked, so
+                // they are not reported as unknown either.
+                _ => return None,
+            };
         reader.finish(cx);
         Some(Self {
             name,
@@ -140,6 +145,7 @@ impl TargetSpec {
             TargetKind::Dotenv(_) => "dotenv",
             TargetKind::Vault(_) => "vault",
             TargetKind::Kubernetes(_) => "kubernetes",
+            TargetKind::AwsSecret(_) => "aws_secret",
         }
     }
 
@@ -162,6 +168,9 @@ impl TargetSpec {
             }
             TargetKind::Vault(spec) => {
                 Box::new(vault::VaultTarget::new(&self.name, spec.clone()).map_err(setup)?)
+            }
+            TargetKind::AwsSecret(spec) => {
+                Box::new(aws_secret::AwsSecretTarget::new(&self.name, spec.clone()).map_err(setup)?)
             }
             TargetKind::Kubernetes(spec) => {
                 let targets = kubernetes::build(&self.name, spec, selection)
@@ -239,6 +248,9 @@ pub enum TargetError {
     /// The server answered something keywheel cannot interpret.
     #[error("{0}")]
     InvalidResponse(String),
+    /// A quota of the server is reached; repeating cannot help.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 impl TargetError {
@@ -252,6 +264,7 @@ impl TargetError {
             Self::ReadBackMismatch(_) => "read_back_mismatch",
             Self::RolloutFailed(_) => "rollout_failed",
             Self::InvalidResponse(_) => "invalid_response",
+            Self::LimitReached(_) => "limit_reached",
         }
     }
 }

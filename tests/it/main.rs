@@ -4,6 +4,8 @@
 // Tests may unwrap: a panic there is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod aws;
+mod aws_crash;
 mod command_issuer;
 mod crash;
 mod http_crash;

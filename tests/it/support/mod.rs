@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod key_service;
 pub mod kube;
 pub mod prometheus;
@@ -73,6 +74,7 @@ pub struct TestEnv {
     pub state_dir: PathBuf,
     seal_key: String,
     extra_env: Vec<(String, String)>,
+    removed_env: Vec<String>,
     outputs: Mutex<Vec<String>>,
     secrets: Mutex<BTreeSet<String>>,
 }
@@ -86,6 +88,7 @@ impl TestEnv {
             state_dir,
             seal_key: hex(&key),
             extra_env: Vec::new(),
+            removed_env: Vec::new(),
             outputs: Mutex::new(Vec::new()),
             secrets: Mutex::new(BTreeSet::new()),
             dir,
@@ -99,6 +102,12 @@ impl TestEnv {
     /// Adds an environment variable for every keywheel invocation.
     pub fn env(&mut self, name: &str, value: &str) {
         self.extra_env.push((name.to_string(), value.to_string()));
+    }
+
+    /// Removes an inherited environment variable for every keywheel
+    /// invocation.
+    pub fn unset_env(&mut self, name: &str) {
+        self.removed_env.push(name.to_string());
     }
 
     /// Writes a playbook into the test directory and returns its path.
@@ -127,6 +136,9 @@ impl TestEnv {
             .env_remove("KEYWHEEL_SEAL_KEY_FILE")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        for name in &self.removed_env {
+            command.env_remove(name);
+        }
         for (name, value) in &self.extra_env {
             command.env(name, value);
         }

@@ -32,6 +32,10 @@ pub enum Fault {
 pub struct Rule {
     pub method: Option<String>,
     pub path: Regex,
+    /// A header (lower-case name) whose value must match, when set.
+    pub header: Option<(String, Regex)>,
+    /// A pattern the request body must match, when set.
+    pub body: Option<Regex>,
     /// How many matching requests get the fault.
     pub count: u32,
     pub fault: Fault,
@@ -42,9 +46,49 @@ impl Rule {
         Self {
             method: method.map(str::to_string),
             path: Regex::new(path).expect("valid regex"),
+            header: None,
+            body: None,
             count,
             fault,
         }
+    }
+
+    /// Also requires header `name` to match `pattern`. APIs that send every
+    /// call to `/`, such as AWS's JSON protocol, name the call in a header.
+    pub fn with_header(mut self, name: &str, pattern: &str) -> Self {
+        let regex = Regex::new(pattern).expect("valid regex");
+        self.header = Some((name.to_ascii_lowercase(), regex));
+        self
+    }
+
+    /// Also requires the body to match `pattern`. AWS's query protocol
+    /// names the call in the form body (`Action=...`).
+    pub fn with_body(mut self, pattern: &str) -> Self {
+        self.body = Some(Regex::new(pattern).expect("valid regex"));
+        self
+    }
+
+    fn matches(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> bool {
+        let header_ok = self.header.as_ref().is_none_or(|(name, pattern)| {
+            headers
+                .iter()
+                .any(|(n, value)| n == name && pattern.is_match(value))
+        });
+        let body_ok = self
+            .body
+            .as_ref()
+            .is_none_or(|pattern| pattern.is_match(&String::from_utf8_lossy(body)));
+        self.count > 0
+            && self.method.as_deref().is_none_or(|m| m == method)
+            && self.path.is_match(target)
+            && header_ok
+            && body_ok
     }
 }
 
@@ -54,6 +98,8 @@ pub struct Seen {
     pub method: String,
     /// Path and query.
     pub target: String,
+    /// Header names in lower case, with their values.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub at: Instant,
     /// The fault injected, if any.
@@ -188,13 +234,18 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
 
+    let header_list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
     let fault = {
         let mut rules = shared.rules.lock().unwrap();
-        let found = rules.iter_mut().find(|rule| {
-            rule.count > 0
-                && rule.method.as_deref().is_none_or(|m| m == method)
-                && rule.path.is_match(&target)
-        });
+        let found = rules
+            .iter_mut()
+            .find(|rule| rule.matches(&method, &target, &header_list, &body));
         found.map(|rule| {
             rule.count -= 1;
             rule.fault.clone()
@@ -203,6 +254,7 @@ async fn handle(
     shared.seen.lock().unwrap().push(Seen {
         method: method.clone(),
         target: target.clone(),
+        headers: header_list,
         body: body.to_vec(),
         at: Instant::now(),
         fault: fault.clone(),
