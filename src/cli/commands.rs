@@ -28,10 +28,21 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
             playbook,
             break_lock,
             if_due,
+            emergency,
             overrides,
         } => {
-            let overrides = overrides.to_overrides();
-            run(&cli, &out, playbook, *break_lock, *if_due, overrides).await
+            let request = RunRequest {
+                path: playbook,
+                break_lock: *break_lock,
+                if_due: *if_due,
+                mode: if *emergency {
+                    Mode::Emergency
+                } else {
+                    Mode::Scheduled
+                },
+                overrides: overrides.to_overrides(),
+            };
+            run(&cli, &out, request).await
         }
         Command::Resume {
             run,
@@ -223,17 +234,23 @@ async fn disabled_keys(cli: &Cli, playbook: &str) -> Vec<String> {
         })
 }
 
+/// What `keywheel run` was asked to do.
+struct RunRequest<'a> {
+    path: &'a Path,
+    break_lock: bool,
+    if_due: bool,
+    mode: Mode,
+    overrides: Overrides,
+}
+
 async fn run(
     cli: &Cli,
     out: &Arc<Output>,
-    path: &Path,
-    break_lock: bool,
-    if_due: bool,
-    overrides: Overrides,
+    request: RunRequest<'_>,
 ) -> Result<ExitStatus, EngineError> {
-    let book = playbook::load(path)?;
-    let engine = engine(cli, out, break_lock, overrides)?;
-    if if_due {
+    let book = playbook::load(request.path)?;
+    let engine = engine(cli, out, request.break_lock, request.overrides)?;
+    if request.if_due {
         let due = engine.due_status(&book).await?;
         if !due.due {
             out.status(
@@ -250,7 +267,7 @@ async fn run(
             return Ok(ExitStatus::Success);
         }
     }
-    let report = engine.run(book, Mode::Scheduled).await;
+    let report = engine.run(book, request.mode).await;
     write_textfile(cli, out, &engine).await;
     Ok(finish(out, &report?, cli.json, false))
 }

@@ -85,8 +85,14 @@ pub enum Command {
         break_lock: bool,
         /// Do nothing, and exit 0, while the last successful rotation is
         /// younger than the playbook's max_age
-        #[arg(long)]
+        #[arg(long, conflicts_with = "emergency")]
         if_due: bool,
+        /// Rotate a leaked key: no overlap window, the old key is revoked as
+        /// soon as every target holds the new one (or before the push, with
+        /// `emergency: {revoke: before_push}` in the playbook), the watch
+        /// only reports, and the leaked key is never put back
+        #[arg(long)]
+        emergency: bool,
         #[command(flatten)]
         overrides: OverrideFlags,
     },

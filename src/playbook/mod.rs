@@ -42,6 +42,8 @@ pub struct Playbook {
     pub policy: Policy,
     /// What to sample after the push, and when to roll back.
     pub watch: Option<crate::watch::spec::WatchSpec>,
+    /// How `run --emergency` treats the old key.
+    pub emergency: Emergency,
     /// Rotate again once the last successful rotation is this old.
     pub max_age: Option<std::time::Duration>,
     /// Webhooks told about the run's start and end.
@@ -66,6 +68,14 @@ pub struct Policy {
     pub on_partial_failure: PartialFailure,
     /// Maximum number of targets pushed at the same time.
     pub concurrency: usize,
+}
+
+/// Settings of `run --emergency`, for a leaked key.
+#[derive(Clone, Debug, Default)]
+pub struct Emergency {
+    /// Revoke the old key before the push, for a leak that is being abused.
+    /// By default it is revoked right after the push.
+    pub revoke_before_push: bool,
 }
 
 /// Default bound on concurrent pushes.
@@ -169,6 +179,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         verify: fields.verify,
         policy: fields.policy,
         watch: fields.watch,
+        emergency: fields.emergency,
         max_age: fields.max_age,
         notify: fields.notify,
         warnings: cx.diagnostics,
@@ -208,6 +219,7 @@ struct PlaybookFields {
     verify: Option<VerifySpec>,
     policy: Policy,
     watch: Option<crate::watch::spec::WatchSpec>,
+    emergency: Emergency,
     max_age: Option<std::time::Duration>,
     notify: Vec<crate::notify::NotifySpec>,
 }
@@ -266,6 +278,10 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
     let watch = top
         .value("watch")
         .and_then(|node| crate::watch::spec::decode(node, &top.path_of("watch"), cx));
+    let emergency = match top.value("emergency") {
+        Some(node) => decode_emergency(node, &top.path_of("emergency"), cx),
+        None => Emergency::default(),
+    };
     let max_age = top.optional::<std::time::Duration>("max_age", cx);
     let notify = match top.value("notify") {
         Some(node) => crate::notify::NotifySpec::decode_list(node, &top.path_of("notify"), cx),
@@ -281,6 +297,7 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         verify,
         policy,
         watch,
+        emergency,
         max_age,
         notify,
     })
@@ -365,6 +382,20 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
     }
     reader.finish(cx);
     policy
+}
+
+fn decode_emergency(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Emergency {
+    let mut emergency = Emergency::default();
+    let Some(mut reader) = MapReader::new(node, path, cx) else {
+        return emergency;
+    };
+    if let Some(value) = reader.value("revoke") {
+        let choices = &["after_push", "before_push"];
+        let choice = decode_choice(value, &reader.path_of("revoke"), cx, choices);
+        emergency.revoke_before_push = choice == Some("before_push");
+    }
+    reader.finish(cx);
+    emergency
 }
 
 /// Checks a name used as a file name and lock key.
