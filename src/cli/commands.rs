@@ -23,7 +23,17 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
     }));
     let result = match &cli.command {
         Command::Validate { playbooks } => Ok(validate(&out, playbooks, cli.json)),
-        Command::Plan { playbook } => plan(&cli, &out, playbook).await,
+        Command::Plan {
+            playbook,
+            emergency,
+        } => {
+            let mode = if *emergency {
+                Mode::Emergency
+            } else {
+                Mode::Scheduled
+            };
+            plan(&cli, &out, playbook, mode).await
+        }
         Command::Run {
             playbook,
             break_lock,
@@ -189,13 +199,13 @@ fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json:
         .collect()
 }
 
-async fn plan(cli: &Cli, out: &Output, path: &Path) -> Result<ExitStatus, EngineError> {
+async fn plan(cli: &Cli, out: &Output, path: &Path, mode: Mode) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
     for warning in &book.warnings {
         out.warn(format!("{}: {warning}", path.display()));
     }
     let disabled = disabled_keys(cli, &book.name).await;
-    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled).await?;
+    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled, mode).await?;
     if cli.json {
         println!(
             "{}",

@@ -75,6 +75,9 @@ pub enum Command {
     Plan {
         #[arg(value_name = "PLAYBOOK")]
         playbook: PathBuf,
+        /// Show the order of `run --emergency`
+        #[arg(long)]
+        emergency: bool,
     },
     /// Rotate the credential a playbook describes
     Run {

@@ -6,6 +6,7 @@ use futures_util::StreamExt as _;
 
 use super::journal::Journal;
 use super::record::{Event, IssuerRecord, Mode, Outcome, Step, TargetRecord};
+use super::report::PlanTarget;
 use super::state::RunState;
 use super::{Engine, EngineError};
 use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerSnapshot, Revocation};
@@ -263,7 +264,36 @@ impl<'e> Live<'e> {
             targets,
         })
         .await?;
+        self.show_plan().await;
         Ok(true)
+    }
+
+    /// Prints the steps this run will take, with what each target holds
+    /// now, before it changes anything.
+    async fn show_plan(&self) {
+        let state = self.state().await;
+        let mode = state.started.as_ref().map(|s| s.mode).unwrap_or_default();
+        let plan_targets: Vec<PlanTarget> = state
+            .targets
+            .iter()
+            .map(|record| PlanTarget {
+                name: record.name.clone(),
+                location: record.location.clone(),
+                current: record.summary.clone(),
+                ok: true,
+            })
+            .collect();
+        let steps = super::plan::steps(
+            &self.playbook,
+            self.issuer.as_ref(),
+            &self.targets,
+            self.watch.as_deref(),
+            &plan_targets,
+            mode,
+        );
+        self.out().status("Plan", "these steps, in order:");
+        self.out()
+            .plain(crate::output::render::plan_steps(&steps).trim_end());
     }
 
     /// Ends a run that changed nothing.
