@@ -567,12 +567,24 @@ impl<'e> Live<'e> {
             return Ok(Vec::new());
         }
         let bar = self.out().bar(pending.len() as u64, "Pushing");
+        // Under the rollback policy a failed push will be undone anyway, so
+        // no further push starts once one has failed; pushes in flight
+        // finish. Under hold, every target is tried.
+        let stop_on_failure = self.playbook.policy.on_partial_failure == PartialFailure::Rollback;
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
             .map(|target| {
                 let state = &state;
                 let bar = bar.as_ref();
+                let failed = &failed;
                 async move {
+                    if stop_on_failure && failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Ok(None);
+                    }
                     let result = self.push_one(state, target.as_ref(), key, bar).await;
+                    if matches!(result, Ok(Some(_))) {
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                     if let Some(bar) = bar {
                         bar.inc(1);
                     }
