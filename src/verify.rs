@@ -281,11 +281,15 @@ fn decode_probe(
         Some(json_node) => decode_expect_json(json_node, &reader.path_of("expect_json"), cx),
         None => Vec::new(),
     };
-    let (after_generate, after_push) = match reader.value("after") {
-        Some(after_node) if fixed_name.is_none() => {
-            decode_after(after_node, &reader.path_of("after"), cx)
-        }
-        _ => (true, true),
+    // The revocation probe runs once, after revoke, so it has no `after`
+    // and an `after` there is reported as unknown.
+    let after_node = match fixed_name {
+        None => reader.value("after"),
+        Some(_) => None,
+    };
+    let (after_generate, after_push) = match after_node {
+        Some(node) => decode_after(node, &reader.path_of("after"), cx),
+        None => (true, true),
     };
     reader.finish(cx);
     Some(ProbeSpec {
@@ -599,6 +603,20 @@ mod tests {
         assert!(!probe.after_generate);
         assert!(probe.after_push);
         assert_eq!(spec.revoked.unwrap().expect_status, [401]);
+    }
+
+    #[test]
+    fn revoked_probe_has_no_after() {
+        let (_, cx) = decode_text(
+            "base_url: http://127.0.0.1:1\nrevoked:\n  url: /x\n  headers:\n    A: \"{{ old.secret }}\"\n  after: [push]\n",
+        );
+        let error = cx
+            .diagnostics
+            .iter()
+            .find(|d| d.message == "unknown field `after`")
+            .unwrap();
+        assert_eq!(error.path, "verify.revoked.after");
+        assert_eq!(error.line, 6);
     }
 
     #[test]
