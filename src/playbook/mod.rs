@@ -7,6 +7,7 @@
 //! variables named by the playbook are only read later, when a run starts.
 
 pub mod decode;
+pub mod schema;
 pub mod yaml;
 
 use std::fmt;
@@ -80,6 +81,11 @@ pub struct Emergency {
 
 /// Default bound on concurrent pushes.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Largest `policy.concurrency` accepted.
+const MAX_CONCURRENCY: usize = 1024;
+
+const PARTIAL_FAILURE_CHOICES: &[&str] = &["rollback", "hold"];
+const EMERGENCY_REVOKE_CHOICES: &[&str] = &["after_push", "before_push"];
 
 impl Default for Policy {
     fn default() -> Self {
@@ -357,7 +363,7 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
             value,
             &reader.path_of("on_partial_failure"),
             cx,
-            &["rollback", "hold"],
+            PARTIAL_FAILURE_CHOICES,
         );
         match choice {
             Some("hold") => policy.on_partial_failure = PartialFailure::Hold,
@@ -368,12 +374,12 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
     if let Some(value) = reader.value("concurrency") {
         let value_path = reader.path_of("concurrency");
         if let Some(concurrency) = usize::decode(value, &value_path, cx) {
-            if concurrency == 0 || concurrency > 1024 {
+            if concurrency == 0 || concurrency > MAX_CONCURRENCY {
                 cx.error_hint(
                     value,
                     &value_path,
                     format!("invalid concurrency {concurrency}"),
-                    "use a number from 1 to 1024",
+                    format!("use a number from 1 to {MAX_CONCURRENCY}"),
                 );
             } else {
                 policy.concurrency = concurrency;
@@ -384,18 +390,63 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
     policy
 }
 
+/// Returns the schema of `policy:`.
+fn policy_schema() -> serde_json::Value {
+    use schema::{choice, integer, object};
+    let mut concurrency = integer(
+        "Targets pushed at the same time.",
+        1,
+        Some(MAX_CONCURRENCY as u64),
+    );
+    concurrency["default"] = DEFAULT_CONCURRENCY.into();
+    object(
+        "Run-wide settings.",
+        vec![
+            (
+                "on_partial_failure",
+                choice(
+                    "When some targets were pushed and others failed: undo the pushed \
+                     ones (rollback), or keep them and wait for `keywheel resume` (hold).",
+                    PARTIAL_FAILURE_CHOICES,
+                    Some("rollback"),
+                ),
+            ),
+            ("concurrency", concurrency),
+        ],
+        &[],
+    )
+}
+
 fn decode_emergency(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Emergency {
     let mut emergency = Emergency::default();
     let Some(mut reader) = MapReader::new(node, path, cx) else {
         return emergency;
     };
     if let Some(value) = reader.value("revoke") {
-        let choices = &["after_push", "before_push"];
+        let choices = EMERGENCY_REVOKE_CHOICES;
         let choice = decode_choice(value, &reader.path_of("revoke"), cx, choices);
         emergency.revoke_before_push = choice == Some("before_push");
     }
     reader.finish(cx);
     emergency
+}
+
+/// Returns the schema of `emergency:`.
+fn emergency_schema() -> serde_json::Value {
+    schema::object(
+        "Settings of `keywheel run --emergency`, for a leaked key.",
+        vec![(
+            "revoke",
+            schema::choice(
+                "When the old key is revoked: as soon as every target holds the new \
+                 key, or, for a leak that is being abused, before the push (right after \
+                 the new key is verified).",
+                EMERGENCY_REVOKE_CHOICES,
+                Some("after_push"),
+            ),
+        )],
+        &[],
+    )
 }
 
 /// Checks a name used as a file name and lock key.
