@@ -69,6 +69,30 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         }
         Command::Due { playbooks } => due(&cli, &out, playbooks).await,
         Command::Report { run } => report(&cli, &out, run).await,
+        Command::Init {
+            issuer,
+            targets,
+            name,
+            output,
+            force,
+        } => {
+            let request = InitRequest {
+                issuer,
+                targets,
+                name: name.as_deref(),
+                output: output.as_deref(),
+                force: *force,
+            };
+            Ok(init(&out, &request))
+        }
+        Command::Schema => {
+            let schema = playbook::schema::playbook();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(ExitStatus::Success)
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "keywheel", &mut std::io::stdout());
@@ -189,6 +213,55 @@ fn validate(out: &Output, paths: &[PathBuf], json: bool) -> ExitStatus {
         ExitStatus::Success
     } else {
         ExitStatus::Usage
+    }
+}
+
+/// The options of `keywheel init`.
+struct InitRequest<'a> {
+    issuer: &'a str,
+    targets: &'a [String],
+    name: Option<&'a str>,
+    output: Option<&'a Path>,
+    force: bool,
+}
+
+fn init(out: &Output, request: &InitRequest<'_>) -> ExitStatus {
+    let name = match request.name {
+        Some(name) => name.to_string(),
+        None => playbook::init::default_name(request.output),
+    };
+    let targets: Vec<&str> = request.targets.iter().map(String::as_str).collect();
+    let options = playbook::init::Options {
+        issuer: request.issuer,
+        targets: &targets,
+        name: &name,
+    };
+    let text = match playbook::init::render(&options) {
+        Ok(text) => text,
+        Err(err) => {
+            out.error(err.to_string());
+            return ExitStatus::Usage;
+        }
+    };
+    let Some(path) = request.output else {
+        print!("{text}");
+        return ExitStatus::Success;
+    };
+    match playbook::init::write(path, &text, request.force) {
+        Ok(()) => {
+            out.status(
+                "Wrote",
+                format!(
+                    "{}; fill in every change-me, then run `keywheel validate {0}`",
+                    path.display()
+                ),
+            );
+            ExitStatus::Success
+        }
+        Err(err) => {
+            out.error(err.to_string());
+            ExitStatus::Usage
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! variables named by the playbook are only read later, when a run starts.
 
 pub mod decode;
+pub mod init;
 pub mod schema;
 pub mod yaml;
 
@@ -164,6 +165,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let mut cx = Cx::new(base_dir);
     let playbook = decode_playbook(&root, &mut cx);
+    init::warn_placeholders(&root, &mut cx);
     if cx.has_errors() {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(PlaybookErrors {
@@ -449,21 +451,24 @@ fn emergency_schema() -> serde_json::Value {
     )
 }
 
-/// Checks a name used as a file name and lock key.
-pub fn check_name(node: &yaml::Node, path: &FieldPath, name: &str, cx: &mut Cx) {
-    let valid = !name.is_empty()
+/// The rule a valid name follows, for messages.
+pub const NAME_RULE: &str =
+    "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+/// Whether `name` can be used as a file name and lock key.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        cx.error_hint(
-            node,
-            path,
-            format!("invalid name {name:?}"),
-            "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
-        );
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Checks a name used as a file name and lock key.
+pub fn check_name(node: &yaml::Node, path: &FieldPath, name: &str, cx: &mut Cx) {
+    if !is_valid_name(name) {
+        cx.error_hint(node, path, format!("invalid name {name:?}"), NAME_RULE);
     }
 }
 

@@ -4,6 +4,7 @@
 // Tests may unwrap: a panic there is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod authoring;
 mod aws;
 mod aws_crash;
 mod command_issuer;
