@@ -604,3 +604,39 @@ fn breach_after_revoke_reenables_old_key() {
     );
     setup.assert_old_key_works();
 }
+
+#[test]
+fn resume_after_long_pause_finishes_window() {
+    let setup = setup();
+    let query = setup.service.server_error_ratio();
+    let path = playbook(
+        &setup,
+        &check(
+            &query,
+            "max: 0.05",
+            "      duration: 5s\n      min_samples: 4\n",
+        )
+        .replace("      duration: 4s\n", "")
+        .replace("      min_samples: 3\n", ""),
+        "",
+    );
+    // Killed after the first sample, then down for longer than the window.
+    setup
+        .env
+        .keywheel_crashing("after:11", &["run", path.to_str().unwrap()])
+        .assert_killed();
+    std::thread::sleep(Duration::from_secs(6));
+
+    let run_id = setup.env.last_run_id();
+    let resumed = setup.env.keywheel(&["resume", "--json", &run_id]);
+
+    resumed.assert_code(EXIT_OK);
+    assert_eq!(resumed.json()["status"], "completed");
+    let good = results(&resumed).iter().filter(|r| *r == "good").count();
+    assert!(
+        good >= 4,
+        "the resumed window took too few samples: {:?}",
+        results(&resumed)
+    );
+    setup.env.secret(&setup.service.consumer_key());
+}
