@@ -663,15 +663,23 @@ impl<'e> Live<'e> {
                 .warn("the issuer found no old key to revoke; only the new key was put in place");
             return Ok(true);
         };
+        let emergency = self.is_emergency().await;
         if revocation == Revocation::DisableThenDelete {
             if !self.disable_old(&old_id).await? {
                 return Ok(false);
             }
-            if !self.watch_window(WatchWindow::AfterRevoke).await? {
+            if !emergency && !self.watch_window(WatchWindow::AfterRevoke).await? {
                 return Ok(false);
             }
         }
-        self.retire_old(&old_id).await
+        if !self.retire_old(&old_id).await? {
+            return Ok(false);
+        }
+        // A leaked key is deleted at once; the watch only reports after it.
+        if emergency {
+            return self.watch_window(WatchWindow::AfterRevoke).await;
+        }
+        Ok(true)
     }
 
     /// Disables the old key (the revoke step), unless the journal says it

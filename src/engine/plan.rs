@@ -173,19 +173,41 @@ pub(super) fn steps(
     if !emergency {
         steps.extend(watch_step(crate::watch::WatchWindow::Overlap));
     }
-    match issuer.revocation() {
-        Revocation::Replace => steps.push(step(
+    match (issuer.revocation(), emergency) {
+        (Revocation::Replace, _) => steps.push(step(
             "finish",
             "the old value is replaced; the issuer keeps no record of keys, so there is nothing to revoke",
             false,
         )),
-        Revocation::DisableThenDelete => {
-            steps.push(step("revoke", "disable the old key (can be re-enabled by a rollback)", false));
+        (Revocation::DisableThenDelete, false) => {
+            steps.push(step(
+                "revoke",
+                "disable the old key (can be re-enabled by a rollback)",
+                false,
+            ));
             steps.extend(watch_step(crate::watch::WatchWindow::AfterRevoke));
-            steps.push(step("retire", retire_text(emergency, false), true));
+            steps.push(step("retire", retire_text(false, false), true));
         }
-        Revocation::DeleteOnly => {
-            steps.push(step("retire", retire_text(emergency, true), true));
+        (Revocation::DeleteOnly, false) => {
+            steps.push(step("retire", retire_text(false, true), true));
+        }
+        (revocation, true) => {
+            if revocation == Revocation::DisableThenDelete {
+                steps.push(step(
+                    "revoke",
+                    "disable the leaked key (never enabled again: this is an emergency)",
+                    false,
+                ));
+            }
+            let delete_only = revocation == Revocation::DeleteOnly;
+            steps.push(step("retire", retire_text(true, delete_only), true));
+                        if let Some(mut watch) = watch_step(crate::watch::WatchWindow::AfterRevoke) {
+                watch.description = watch.description.replace(
+                    "a breach rolls back",
+                    "a breach is reported, never undone (emergency)",
+                );
+                steps.push(watch);
+            }
         }
     }
     if playbook

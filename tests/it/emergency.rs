@@ -163,3 +163,37 @@ fn emergency_and_if_due_conflict() {
     let run = env.keywheel(&["run", "--emergency", "--if-due", path.to_str().unwrap()]);
     run.assert_code(EXIT_USAGE);
 }
+
+#[test]
+fn emergency_plan_deletes_before_watching() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    let path = env.playbook("gw.yaml", &playbook(&Book::default()));
+    let plan = env.keywheel(&["plan", "--emergency", "--json", path.to_str().unwrap()]);
+    plan.assert_code(EXIT_OK);
+    let steps: Vec<String> = plan.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s["step"].as_str().unwrap(),
+                s["description"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let revoke = steps.iter().position(|s| s.starts_with("revoke:")).unwrap();
+    let retire = steps.iter().position(|s| s.starts_with("retire:")).unwrap();
+    assert_eq!(retire, revoke + 1, "{steps:?}");
+    assert!(!steps[revoke].contains("re-enabled"), "{}", steps[revoke]);
+    assert!(
+        steps[retire].contains("without asking"),
+        "{}",
+        steps[retire]
+    );
+    assert!(
+        !steps.iter().any(|s| s.starts_with("watch:overlap")),
+        "{steps:?}"
+    );
+}
