@@ -205,7 +205,7 @@ fn decode_events(node: &Node, path: &FieldPath, cx: &mut Cx) -> Vec<NotifyEvent>
 pub async fn send(specs: &[NotifySpec], event: NotifyEvent, report: &RunReport, out: &Output) {
     for spec in specs.iter().filter(|spec| spec.events.contains(&event)) {
         if let Err(message) = send_one(spec, event, report).await {
-            tracing::warn!(webhook_env = %spec.webhook_env, event = event.name(), "notification failed: {message}");
+            tracing::debug!(webhook_env = %spec.webhook_env, event = event.name(), "notification failed: {message}");
             out.warn(format!(
                 "notification to the webhook in {} failed: {message}; the run is not affected",
                 spec.webhook_env
@@ -235,13 +235,12 @@ async fn send_one(spec: &NotifySpec, event: NotifyEvent, report: &RunReport) -> 
         .build()
         .map_err(|err| format!("cannot build an HTTP client: {err}"))?;
     // Errors are described without the URL, which may hold a credential.
-    let response = client.post(url).json(&body).send().await.map_err(|err| {
-        if err.is_timeout() {
-            "timed out".to_string()
-        } else {
-            "the request failed".to_string()
-        }
-    })?;
+    let response = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|err| describe_send_error(&err))?;
     if !response.status().is_success() {
         return Err(format!(
             "the webhook answered status {}",
@@ -249,6 +248,25 @@ async fn send_one(spec: &NotifySpec, event: NotifyEvent, report: &RunReport) -> 
         ));
     }
     Ok(())
+}
+
+/// Describes why a request failed from the error's causes, leaving out the
+/// top-level message, which names the URL.
+fn describe_send_error(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut text = if err.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn slack_text(event: NotifyEvent, report: &RunReport) -> String {

@@ -30,7 +30,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
             let mode = if *emergency {
                 Mode::Emergency
             } else {
-                Mode::Scheduled
+                Mode::Normal
             };
             plan(&cli, &out, playbook, mode).await
         }
@@ -48,7 +48,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
                 mode: if *emergency {
                     Mode::Emergency
                 } else {
-                    Mode::Scheduled
+                    Mode::Normal
                 },
                 overrides: overrides.to_overrides(),
             };
@@ -145,6 +145,30 @@ fn engine(
     let dir = state_dir(cli);
     let store = LocalStore::open(&dir)?;
     let (sealer, source) = Sealer::load(cli.seal_key_file.as_deref(), &dir)?;
+    build_engine(out, store, sealer, source, break_lock, overrides)
+}
+
+/// An engine for commands that only read runs (`status`, `history`,
+/// `report`, `due`): they never seal or unseal, so a missing seal key is
+/// not created for them.
+fn reading_engine(cli: &Cli, out: &Arc<Output>) -> Result<Engine, EngineError> {
+    let dir = state_dir(cli);
+    let store = LocalStore::open(&dir)?;
+    let (sealer, source) = match Sealer::load_existing(cli.seal_key_file.as_deref(), &dir)? {
+        Some(loaded) => loaded,
+        None => (Sealer::ephemeral(), KeySource::Ephemeral),
+    };
+    build_engine(out, store, sealer, source, false, Overrides::default())
+}
+
+fn build_engine(
+    out: &Arc<Output>,
+    store: LocalStore,
+    sealer: Sealer,
+    source: KeySource,
+    break_lock: bool,
+    overrides: Overrides,
+) -> Result<Engine, EngineError> {
     if let KeySource::Created(path) = source {
         out.status(
             "Created",
@@ -374,7 +398,7 @@ async fn write_textfile(cli: &Cli, out: &Output, engine: &Engine) {
 }
 
 async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let mut statuses = Vec::new();
     for path in paths {
         let book = playbook::load(path)?;
@@ -403,7 +427,7 @@ async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStat
 }
 
 async fn report(cli: &Cli, out: &Arc<Output>, run: &str) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let (report, audit) = engine.audit_log(run).await?;
     if cli.json {
         let events: Vec<serde_json::Value> = audit
@@ -480,7 +504,7 @@ async fn status(
     out: &Arc<Output>,
     run: Option<String>,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let selector = match run {
         Some(id) => RunSelector::Id(id),
         None => RunSelector::Current,
@@ -507,7 +531,7 @@ async fn history(
     playbook: Option<&str>,
     limit: usize,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let reports = engine.history(playbook, limit).await?;
     if cli.json {
         println!(

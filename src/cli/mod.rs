@@ -224,7 +224,22 @@ impl OverrideFlags {
 
 /// Runs the subcommand and returns the exit status.
 pub async fn dispatch(cli: Cli) -> ExitStatus {
-    commands::dispatch(cli).await
+    tokio::select! {
+        status = commands::dispatch(cli) => status,
+        _ = tokio::signal::ctrl_c() => interrupted(),
+    }
+}
+
+/// Tells the operator what an interrupted command left behind. The journal
+/// is durable up to the last step, so the run is exactly as after a crash.
+fn interrupted() -> ExitStatus {
+    match keywheel::engine::journal::current_run() {
+        Some(run) => eprintln!(
+            "\ninterrupted: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
+        ),
+        None => eprintln!("\ninterrupted before any run started; nothing was changed"),
+    }
+    ExitStatus::Interrupted
 }
 
 /// Sends logs to stderr. `KEYWHEEL_LOG` overrides the level with a
@@ -246,8 +261,12 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let filter = std::env::var("KEYWHEEL_LOG").unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only on a terminal, so that cron logs get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -511,13 +511,24 @@ impl Engine {
                 }
                 let (state, hint) = match liveness {
                     Liveness::Alive => ("running", String::new()),
-                    Liveness::Dead => (
-                        "process gone",
-                        format!(
-                            "; finish that run with `keywheel resume {0}` or undo it with `keywheel rollback {0}`, or pass --break-lock to remove the lock",
-                            holder.run_id
-                        ),
-                    ),
+                    Liveness::Dead => {
+                        // A dead holder's unfinished run needs resume or
+                        // rollback, which take the lock over themselves;
+                        // breaking the lock would not let a new run start.
+                        let unfinished = matches!(
+                            self.load_state(&holder.run_id).await,
+                            Ok(state) if !state.is_finished()
+                        );
+                        let hint = if unfinished {
+                            format!(
+                                "; finish that run with `keywheel resume {0}` or undo it with `keywheel rollback {0}`",
+                                holder.run_id
+                            )
+                        } else {
+                            "; that run left no unfinished work: pass --break-lock to remove the lock".to_string()
+                        };
+                        ("process gone", hint)
+                    }
                     Liveness::Expired => (
                         "lease expired",
                         "; pass --break-lock to remove the lock".to_string(),

@@ -114,8 +114,12 @@ impl<'de> Deserialize<'de> for Step {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// A rotation of a key that is not known to be leaked, by hand or from
+    /// cron. Journals written before this name read as `scheduled`.
     #[default]
-    Scheduled,
+    #[serde(alias = "scheduled")]
+    Normal,
+    /// `run --emergency`: the old key is leaked.
     Emergency,
 }
 

@@ -96,7 +96,11 @@ impl RunReport {
                     Vec::new(),
                 )
             }
-            Phase::Held(reason) => (RunStatus::Held, reason.clone(), Vec::new()),
+            Phase::Held(reason) => (
+                RunStatus::Held,
+                format!("{reason}; {}", next_steps(state)),
+                Vec::new(),
+            ),
             Phase::NeedsAttention(items) => (
                 RunStatus::NeedsAttention,
                 format!("{} item(s) need attention", items.len()),
@@ -113,10 +117,7 @@ impl RunReport {
             ),
             Phase::Forward | Phase::Empty => (
                 RunStatus::Interrupted,
-                format!(
-                    "unfinished; run `keywheel resume {0}` to finish it or `keywheel rollback {0}` to undo it",
-                    state.run_id
-                ),
+                format!("unfinished; {}", next_steps(state)),
                 Vec::new(),
             ),
         };
@@ -135,8 +136,8 @@ impl RunReport {
             playbook: state.playbook().to_string(),
             status,
             mode: started
-                .map_or("scheduled", |s| match s.mode {
-                    super::record::Mode::Scheduled => "scheduled",
+                .map_or("normal", |s| match s.mode {
+                    super::record::Mode::Normal => "normal",
                     super::record::Mode::Emergency => "emergency",
                 })
                 .to_string(),
@@ -153,6 +154,19 @@ impl RunReport {
             watch: state.watch.clone(),
         }
     }
+}
+
+/// The commands that take an unfinished run on. A rollback is not offered
+/// for an emergency run that already pushed or revoked, since it would put
+/// the leaked key back.
+fn next_steps(state: &RunState) -> String {
+    let run = &state.run_id;
+    if let Some(changed) = super::live::emergency_changes(state) {
+        return format!(
+            "run `keywheel resume {run}` to finish it (this emergency rotation has {changed}, so it is not rolled back)"
+        );
+    }
+    format!("run `keywheel resume {run}` to finish it or `keywheel rollback {run}` to undo it")
 }
 
 fn step_report(step: &Step, status: &StepStatus) -> StepReport {

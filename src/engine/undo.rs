@@ -64,10 +64,10 @@ impl Live<'_> {
         }
         let summary = match &key {
             Some(key) => format!(
-                "rolled back: every target holds its previous value again and new key {} is gone",
+                "every target holds its previous value again and new key {} is gone",
                 key.id
             ),
-            None => "rolled back: nothing had been changed".to_string(),
+            None => "nothing had been changed".to_string(),
         };
         self.engine.out.status("Rolled back", &summary);
         self.record(Event::Finished {

@@ -169,7 +169,7 @@ impl Setup {
             .start_run(
                 &self.playbook,
                 &run_id,
-                Mode::Scheduled,
+                Mode::Normal,
                 (issuer, targets, Some(watcher)),
             )
             .await

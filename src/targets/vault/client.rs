@@ -452,6 +452,12 @@ fn describe_transport_error(err: &reqwest::Error) -> String {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
     }
+    // rustls reports a plain-HTTP answer to a TLS handshake this way.
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        text.push_str(
+            " (the server does not seem to speak TLS: use an http:// address for a server without TLS)",
+        );
+    }
     text
 }
 

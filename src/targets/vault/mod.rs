@@ -301,9 +301,10 @@ impl VaultTarget {
             .await
             .map_err(|err| match err.status() {
                 Some(400 | 403 | 404) => TargetError::Misconfigured(format!(
-                    "mount {} was not found at {} or the token may not use it ({err})",
+                    "mount {} was not found at {}, or the token in {} may not use it ({err})",
                     self.spec.mount,
-                    self.client.address()
+                    self.client.address(),
+                    self.spec.token_env
                 )),
                 _ => self.error("looking up the mount of", err),
             })?;
