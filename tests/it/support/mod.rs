@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod crash;
 pub mod key_service;
 pub mod kube;
 pub mod prometheus;
