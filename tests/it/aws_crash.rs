@@ -12,12 +12,12 @@ use crate::support::dotenv_value;
 
 const POLICY: &str = "policy:\n  concurrency: 1\n";
 
-struct AwsCrash {
-    f: Fixture,
-    playbook: PathBuf,
+pub struct AwsCrash {
+    pub f: Fixture,
+    pub playbook: PathBuf,
 }
 
-fn aws_crash() -> AwsCrash {
+pub fn aws_crash() -> AwsCrash {
     let f = fixture();
     let playbook = f.playbook(POLICY);
     AwsCrash { f, playbook }

@@ -17,14 +17,14 @@ const ORIGINAL_ENV: &str =
     "# app\nDB_HOST=db.internal\nAPP_API_KEY=sk_live_original_key_00000000 # managed\nTAIL=1\n";
 
 /// The random issuer into a Vault secret and a .env file.
-struct RandomVault<'v> {
-    env: TestEnv,
+pub struct RandomVault<'v> {
+    pub env: TestEnv,
     vault: &'v Vault,
     path: String,
-    playbook: PathBuf,
+    pub playbook: PathBuf,
 }
 
-fn random_vault(vault: &Vault) -> RandomVault<'_> {
+pub fn random_vault(vault: &Vault) -> RandomVault<'_> {
     let path = unique("crash");
     vault.put(
         "secret",
@@ -130,13 +130,13 @@ const CONFIG_JSON: &str = "{\n  \"host\": \"db.internal\",\n  \"api_key\": \"{ke
 
 /// The command issuer (a local program keeping its keys in keys.json)
 /// into a raw key file and a JSON file.
-struct CommandFiles {
+pub struct CommandFiles {
     env: TestEnv,
     program_dir: PathBuf,
     playbook: PathBuf,
 }
 
-fn command_files() -> CommandFiles {
+pub fn command_files() -> CommandFiles {
     let mut env = TestEnv::new();
     let program_dir = env.path("program");
     std::fs::create_dir(&program_dir).unwrap();

@@ -13,18 +13,18 @@ use crate::support::key_service::KeyService;
 use crate::support::vault::Vault;
 use crate::support::{TestEnv, dotenv_value, unique};
 
-struct HttpCrash<'s> {
+pub struct HttpCrash<'s> {
     service: &'s KeyService,
     vault: &'s Vault,
-    env: TestEnv,
+    pub env: TestEnv,
     name: String,
     old_id: String,
     old_secret: String,
     vault_path: String,
-    playbook: PathBuf,
+    pub playbook: PathBuf,
 }
 
-fn http_crash<'s>(service: &'s KeyService, vault: &'s Vault) -> HttpCrash<'s> {
+pub fn http_crash<'s>(service: &'s KeyService, vault: &'s Vault) -> HttpCrash<'s> {
     let name = unique("crash-key");
     let (old_id, old_secret) = service.create_key(json!({
         "name": name,

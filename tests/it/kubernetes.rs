@@ -387,15 +387,15 @@ mod cases {
     }
 }
 
-struct CrashSetup<'c> {
+pub struct CrashSetup<'c> {
     cluster: &'c Cluster,
-    env: TestEnv,
+    pub env: TestEnv,
     /// The first one has the Deployment `web`.
-    namespaces: Vec<String>,
-    playbook: std::path::PathBuf,
+    pub namespaces: Vec<String>,
+    pub playbook: std::path::PathBuf,
 }
 
-fn crash_setup(cluster: &Cluster) -> CrashSetup<'_> {
+pub fn crash_setup(cluster: &Cluster) -> CrashSetup<'_> {
     let namespaces = seeded_namespaces(cluster, 2);
     cluster.create_workload(Kind::Deployment, &namespaces[0], "web", 1);
     cluster.wait_rolled_out(Kind::Deployment, &namespaces[0], "web");

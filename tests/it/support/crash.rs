@@ -167,7 +167,7 @@ pub fn last_run_id(env: &TestEnv) -> Option<String> {
 
 /// Kills a run at `point`, finishes it with `recovery`, and checks the
 /// invariants. Returns where the credential settled.
-pub fn crash_and_recover(fixture: &impl CrashFixture, point: &str, recovery: Recovery) -> Settled {
+pub fn crash_and_recover(fixture: &(impl CrashFixture + ?Sized), point: &str, recovery: Recovery) -> Settled {
     let env = fixture.env();
     let playbook = fixture.playbook().to_str().unwrap();
     env.keywheel_crashing(point, &run_args("run", playbook))
@@ -231,7 +231,7 @@ fn roll_back(env: &TestEnv, point: &str, run_id: &str) -> Settled {
 
 /// Checks the shared invariants of the module documentation. `run_id` is
 /// the run to check, `None` when the crash came before its first record.
-pub fn check(fixture: &impl CrashFixture, point: &str, run_id: Option<&str>) -> Settled {
+pub fn check(fixture: &(impl CrashFixture + ?Sized), point: &str, run_id: Option<&str>) -> Settled {
     let env = fixture.env();
     let values = fixture.target_values();
     let (first_target, value) = values.first().cloned().expect("at least one target");
@@ -296,7 +296,7 @@ fn step_attempted(report: &Value, step: &str) -> bool {
 /// Checks that the issuer has no orphan key, and that the old key is
 /// accepted exactly while the run has not retired it.
 fn check_issuer(
-    fixture: &impl CrashFixture,
+    fixture: &(impl CrashFixture + ?Sized),
     point: &str,
     settled: Settled,
     new_key_id: Option<&str>,
