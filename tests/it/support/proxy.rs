@@ -26,6 +26,8 @@ pub enum Fault {
     },
     /// Wait, then forward.
     Delay(Duration),
+    /// Wait until the test opens the gate, then forward.
+    Gate(GateReceiver),
     /// Close the connection without answering.
     Reset,
     /// Read the request and never respond, so the client's timeout must
@@ -40,6 +42,31 @@ pub enum Fault {
     /// Forward, then send the headers and half the body, and reset the
     /// connection (a TCP RST).
     ResetMidBody,
+}
+
+/// Holds requests that a [`Fault::Gate`] stopped until [`Gate::open`].
+pub struct Gate(tokio::sync::watch::Sender<bool>);
+
+/// The side of a [`Gate`] that a fault waits on.
+#[derive(Clone, Debug)]
+pub struct GateReceiver(tokio::sync::watch::Receiver<bool>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Gate {
+    /// Returns the fault that holds a request until the gate opens.
+    pub fn fault(&self) -> Fault {
+        Fault::Gate(GateReceiver(self.0.subscribe()))
+    }
+
+    /// Lets every held request, and every later one, through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -333,6 +360,10 @@ async fn handle(
         Some(Fault::Reset) => return Err(ResetConnection),
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::Delay(delay)) => tokio::time::sleep(*delay).await,
+        Some(Fault::Gate(gate)) => {
+            let mut gate = gate.0.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
         _ => {}
     }
 
