@@ -6,6 +6,7 @@
 
 mod aws;
 mod aws_crash;
+mod broken_state;
 mod command_issuer;
 mod crash;
 mod faults;
