@@ -20,7 +20,7 @@ use crate::support::kube::{Cluster, PLAYBOOK_KUBECONFIG_ENV, emulator_kubeconfig
 use crate::support::prometheus::Prometheus;
 use crate::support::proxy::{Fault, FaultProxy, Rule, Seen};
 use crate::support::vault::Vault;
-use crate::support::{EXIT_ATTENTION, EXIT_FAILED, EXIT_OK, Run, TestEnv};
+use crate::support::{EXIT_ATTENTION, EXIT_FAILED, EXIT_OK, Run, TestEnv, spawn_named};
 
 /// Timeout keywheel gets for each call in these tests.
 const TIMEOUT: &str = "2s";
@@ -244,7 +244,7 @@ fn every_fault_at_every_server_has_its_outcome() {
     std::thread::scope(|scope| {
         for offset in 0..THREADS {
             let (shared, failed, injected) = (&shared, &failed, &injected);
-            scope.spawn(move || {
+            spawn_named(scope, move || {
                 for row in TABLE.iter().skip(offset).step_by(THREADS) {
                     // A failed row is reported, and the other rows still run.
                     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -14,6 +14,7 @@ mod http_crash;
 mod http_issuer;
 mod journal;
 mod kubernetes;
+mod leak_scan;
 mod local_targets;
 mod locking;
 mod operator;

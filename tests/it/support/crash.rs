@@ -18,7 +18,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{EXIT_OK, EXIT_USAGE, TestEnv};
+use super::{EXIT_OK, EXIT_USAGE, TestEnv, spawn_named};
 
 /// Threads that crash points run on at once. Each keywheel process spends
 /// most of its time waiting on servers, so more threads than cores help.
@@ -111,7 +111,7 @@ pub fn run_matrix<F: CrashFixture>(
     std::thread::scope(|scope| {
         for chunk in points.chunks(points.len().div_ceil(THREADS)) {
             let setup = &setup;
-            scope.spawn(move || {
+            spawn_named(scope, move || {
                 for point in chunk {
                     for recovery in [Recovery::Resume, Recovery::Rollback] {
                         crash_and_recover(&setup(), point, recovery);
@@ -167,7 +167,11 @@ pub fn last_run_id(env: &TestEnv) -> Option<String> {
 
 /// Kills a run at `point`, finishes it with `recovery`, and checks the
 /// invariants. Returns where the credential settled.
-pub fn crash_and_recover(fixture: &(impl CrashFixture + ?Sized), point: &str, recovery: Recovery) -> Settled {
+pub fn crash_and_recover(
+    fixture: &(impl CrashFixture + ?Sized),
+    point: &str,
+    recovery: Recovery,
+) -> Settled {
     let env = fixture.env();
     let playbook = fixture.playbook().to_str().unwrap();
     env.keywheel_crashing(point, &run_args("run", playbook))
