@@ -335,6 +335,27 @@ impl BaseUrl {
         }
     }
 
+    /// Returns the schema of the fields [`BaseUrl::decode`] reads, and the rule
+    /// that at most one of them is set.
+    pub fn schema_properties(
+        of: &str,
+    ) -> (Vec<(&'static str, serde_json::Value)>, serde_json::Value) {
+        use crate::playbook::schema::{at_most_one, env_name};
+        let base_url = serde_json::json!({
+            "description": format!("Base URL of relative {of} URLs, such as https://api.example.com."),
+            "type": "string",
+            "pattern": "^https?://",
+        });
+        let base_url_env = env_name(
+            &format!("Environment variable holding the base URL of relative {of} URLs."),
+            None,
+        );
+        (
+            vec![("base_url", base_url), ("base_url_env", base_url_env)],
+            at_most_one(&["base_url", "base_url_env"]),
+        )
+    }
+
     /// The URL, reading the environment variable when there is one.
     pub fn resolve(&self) -> Result<Url, String> {
         match self {

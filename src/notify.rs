@@ -21,6 +21,7 @@ use crate::playbook::decode::{Cx, Decode, FieldPath, MapReader, decode_choice};
 use crate::playbook::yaml::{Node, Value};
 
 const EVENTS: &[&str] = &["start", "success", "failure", "rollback", "needs_attention"];
+const FORMATS: &[&str] = &["slack", "json"];
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a run reached, as far as notifications are concerned.
@@ -112,12 +113,10 @@ impl NotifySpec {
             ],
         };
         let format = match reader.value("format") {
-            Some(value) => {
-                match decode_choice(value, &reader.path_of("format"), cx, &["slack", "json"]) {
-                    Some("json") => Format::Json,
-                    _ => Format::Slack,
-                }
-            }
+            Some(value) => match decode_choice(value, &reader.path_of("format"), cx, FORMATS) {
+                Some("json") => Format::Json,
+                _ => Format::Slack,
+            },
             None => Format::Slack,
         };
         reader.finish(cx);
@@ -125,6 +124,51 @@ impl NotifySpec {
             webhook_env,
             events,
             format,
+        })
+    }
+
+    /// Returns the schema of `notify:`.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{choice, env_name, object, rejected};
+        let events = serde_json::json!({
+            "description": "Events that are sent (default: all); needs_attention covers held \
+                            runs and runs that need attention.",
+            "type": "array",
+            "items": {"enum": EVENTS},
+            "default": EVENTS,
+        });
+        let webhook = object(
+            "One webhook. A notification that fails is a warning and never changes the run.",
+            vec![
+                (
+                    "webhook_env",
+                    env_name(
+                        "Environment variable holding the webhook URL; the URL is never \
+                         written in a playbook or printed.",
+                        None,
+                    ),
+                ),
+                (
+                    "webhook",
+                    rejected("Never written in a playbook: name the variable in `webhook_env`."),
+                ),
+                ("events", events),
+                (
+                    "format",
+                    choice(
+                        "{\"text\": ...} for Slack, Mattermost and Rocket.Chat (slack), or \
+                         {\"event\": ..., \"report\": ...} with the --json run report (json).",
+                        FORMATS,
+                        Some("slack"),
+                    ),
+                ),
+            ],
+            &["webhook_env"],
+        );
+        serde_json::json!({
+            "description": "Webhooks told of a run's start and end.",
+            "type": "array",
+            "items": webhook,
         })
     }
 }

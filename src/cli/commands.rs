@@ -23,15 +23,36 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
     }));
     let result = match &cli.command {
         Command::Validate { playbooks } => Ok(validate(&out, playbooks, cli.json)),
-        Command::Plan { playbook } => plan(&cli, &out, playbook).await,
+        Command::Plan {
+            playbook,
+            emergency,
+        } => {
+            let mode = if *emergency {
+                Mode::Emergency
+            } else {
+                Mode::Scheduled
+            };
+            plan(&cli, &out, playbook, mode).await
+        }
         Command::Run {
             playbook,
             break_lock,
             if_due,
+            emergency,
             overrides,
         } => {
-            let overrides = overrides.to_overrides();
-            run(&cli, &out, playbook, *break_lock, *if_due, overrides).await
+            let request = RunRequest {
+                path: playbook,
+                break_lock: *break_lock,
+                if_due: *if_due,
+                mode: if *emergency {
+                    Mode::Emergency
+                } else {
+                    Mode::Scheduled
+                },
+                overrides: overrides.to_overrides(),
+            };
+            run(&cli, &out, request).await
         }
         Command::Resume {
             run,
@@ -48,6 +69,30 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         }
         Command::Due { playbooks } => due(&cli, &out, playbooks).await,
         Command::Report { run } => report(&cli, &out, run).await,
+        Command::Init {
+            issuer,
+            targets,
+            name,
+            output,
+            force,
+        } => {
+            let request = InitRequest {
+                issuer,
+                targets,
+                name: name.as_deref(),
+                output: output.as_deref(),
+                force: *force,
+            };
+            Ok(init(&out, &request))
+        }
+        Command::Schema => {
+            let schema = playbook::schema::playbook();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(ExitStatus::Success)
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "keywheel", &mut std::io::stdout());
@@ -171,6 +216,55 @@ fn validate(out: &Output, paths: &[PathBuf], json: bool) -> ExitStatus {
     }
 }
 
+/// The options of `keywheel init`.
+struct InitRequest<'a> {
+    issuer: &'a str,
+    targets: &'a [String],
+    name: Option<&'a str>,
+    output: Option<&'a Path>,
+    force: bool,
+}
+
+fn init(out: &Output, request: &InitRequest<'_>) -> ExitStatus {
+    let name = match request.name {
+        Some(name) => name.to_string(),
+        None => playbook::init::default_name(request.output),
+    };
+    let targets: Vec<&str> = request.targets.iter().map(String::as_str).collect();
+    let options = playbook::init::Options {
+        issuer: request.issuer,
+        targets: &targets,
+        name: &name,
+    };
+    let text = match playbook::init::render(&options) {
+        Ok(text) => text,
+        Err(err) => {
+            out.error(err.to_string());
+            return ExitStatus::Usage;
+        }
+    };
+    let Some(path) = request.output else {
+        print!("{text}");
+        return ExitStatus::Success;
+    };
+    match playbook::init::write(path, &text, request.force) {
+        Ok(()) => {
+            out.status(
+                "Wrote",
+                format!(
+                    "{}; fill in every change-me, then run `keywheel validate {0}`",
+                    path.display()
+                ),
+            );
+            ExitStatus::Success
+        }
+        Err(err) => {
+            out.error(err.to_string());
+            ExitStatus::Usage
+        }
+    }
+}
+
 fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json::Value {
     diagnostics
         .iter()
@@ -178,13 +272,13 @@ fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json:
         .collect()
 }
 
-async fn plan(cli: &Cli, out: &Output, path: &Path) -> Result<ExitStatus, EngineError> {
+async fn plan(cli: &Cli, out: &Output, path: &Path, mode: Mode) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
     for warning in &book.warnings {
         out.warn(format!("{}: {warning}", path.display()));
     }
     let disabled = disabled_keys(cli, &book.name).await;
-    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled).await?;
+    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled, mode).await?;
     if cli.json {
         println!(
             "{}",
@@ -223,17 +317,23 @@ async fn disabled_keys(cli: &Cli, playbook: &str) -> Vec<String> {
         })
 }
 
+/// What `keywheel run` was asked to do.
+struct RunRequest<'a> {
+    path: &'a Path,
+    break_lock: bool,
+    if_due: bool,
+    mode: Mode,
+    overrides: Overrides,
+}
+
 async fn run(
     cli: &Cli,
     out: &Arc<Output>,
-    path: &Path,
-    break_lock: bool,
-    if_due: bool,
-    overrides: Overrides,
+    request: RunRequest<'_>,
 ) -> Result<ExitStatus, EngineError> {
-    let book = playbook::load(path)?;
-    let engine = engine(cli, out, break_lock, overrides)?;
-    if if_due {
+    let book = playbook::load(request.path)?;
+    let engine = engine(cli, out, request.break_lock, request.overrides)?;
+    if request.if_due {
         let due = engine.due_status(&book).await?;
         if !due.due {
             out.status(
@@ -250,7 +350,7 @@ async fn run(
             return Ok(ExitStatus::Success);
         }
     }
-    let report = engine.run(book, Mode::Scheduled).await;
+    let report = engine.run(book, request.mode).await;
     write_textfile(cli, out, &engine).await;
     Ok(finish(out, &report?, cli.json, false))
 }

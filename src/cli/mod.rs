@@ -4,6 +4,7 @@ mod commands;
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use keywheel::exit::{EXIT_CODES_HELP, ExitStatus};
 
@@ -75,6 +76,9 @@ pub enum Command {
     Plan {
         #[arg(value_name = "PLAYBOOK")]
         playbook: PathBuf,
+        /// Show the order of `run --emergency`
+        #[arg(long)]
+        emergency: bool,
     },
     /// Rotate the credential a playbook describes
     Run {
@@ -85,8 +89,14 @@ pub enum Command {
         break_lock: bool,
         /// Do nothing, and exit 0, while the last successful rotation is
         /// younger than the playbook's max_age
-        #[arg(long)]
+        #[arg(long, conflicts_with = "emergency")]
         if_due: bool,
+        /// Rotate a leaked key: no overlap window, the old key is revoked as
+        /// soon as every target holds the new one (or before the push, with
+        /// `emergency: {revoke: before_push}` in the playbook), the watch
+        /// only reports, and the leaked key is never put back
+        #[arg(long)]
+        emergency: bool,
         #[command(flatten)]
         overrides: OverrideFlags,
     },
@@ -126,6 +136,39 @@ pub enum Command {
         #[arg(value_name = "RUN")]
         run: String,
     },
+    /// Write a commented playbook for an issuer and targets, to start from
+    Init {
+        /// The issuer kind: where new keys come from
+        #[arg(
+            long,
+            value_name = "KIND",
+            value_parser = PossibleValuesParser::new(keywheel::issuers::KINDS)
+        )]
+        issuer: String,
+        /// A target kind: a place the key is written to; repeat the option
+        /// for more targets
+        #[arg(
+            long = "target",
+            value_name = "KIND",
+            required = true,
+            value_parser = PossibleValuesParser::new(keywheel::targets::KINDS)
+        )]
+        targets: Vec<String>,
+        /// Name of the credential, which names its lock and run history
+        /// [default: the output file's name without extension, else
+        /// change-me]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Write the playbook to FILE (mode 0644, because a playbook contains
+        /// no secrets) instead of stdout
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace FILE when it exists
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
+    /// Print the JSON Schema of the playbook format, for editors
+    Schema,
     /// Print a shell completion script
     Completions {
         #[arg(value_name = "SHELL")]

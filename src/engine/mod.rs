@@ -152,6 +152,10 @@ pub enum EngineError {
     )]
     PastPointOfNoReturn { run: RunId, step: String },
     #[error(
+        "run {run} is an emergency rotation of a leaked key and has already {changed}; rolling it back would put the leaked key back, so keywheel does not: fix what stopped it and run `keywheel resume {run}`"
+    )]
+    EmergencyRollback { run: RunId, changed: String },
+    #[error(
         "run {run} was sealed with seal key {expected}, but the current seal key is {current}; set KEYWHEEL_SEAL_KEY or --seal-key-file to the key the run started with"
     )]
     SealKeyMismatch {
@@ -195,6 +199,7 @@ impl EngineError {
             | Self::SeveralUnfinished(_)
             | Self::AlreadyFinished { .. }
             | Self::PastPointOfNoReturn { .. }
+            | Self::EmergencyRollback { .. }
             | Self::SealKeyMismatch { .. }
             | Self::StoredPlaybook { .. } => ExitStatus::Usage,
             Self::Locked { .. } | Self::Unfinished { .. } => ExitStatus::Locked,
@@ -351,6 +356,12 @@ impl Engine {
         }
         if let Some(step) = live::point_of_no_return_passed(&state) {
             return Err(EngineError::PastPointOfNoReturn { run: run_id, step });
+        }
+        if let Some(changed) = live::emergency_changes(&state) {
+            return Err(EngineError::EmergencyRollback {
+                run: run_id,
+                changed,
+            });
         }
         self.continue_run(state, Continuation::Rollback).await
     }

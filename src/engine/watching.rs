@@ -81,7 +81,7 @@ impl Live<'_> {
                         "cannot take the baseline of watch check {} before the push: {message}; fix the query, or use an absolute `max:`",
                         check.name
                     );
-                    self.roll_back(Some(&reason)).await?;
+                    self.abort(&reason).await?;
                     return Ok(false);
                 }
             }
@@ -106,7 +106,7 @@ impl Live<'_> {
             && (class != INCONCLUSIVE || policy == OnInconclusive::Rollback)
         {
             let reason = window_failure(window, class, error);
-            self.roll_back(Some(&reason)).await?;
+            self.abort(&reason).await?;
             return Ok(false);
         }
 
@@ -118,6 +118,24 @@ impl Live<'_> {
         })
         .await?;
         let verdict = self.sample_window(watcher, window, resumed).await?;
+
+        // An emergency rotation watches and reports, but never undoes: the
+        // old key is leaked and must not come back.
+        if self.is_emergency().await {
+            if verdict.verdict != Verdict::Pass {
+                self.engine.out.warn(format!(
+                    "watch {window} did not pass ({}); reported only, because this is an emergency rotation",
+                    verdict.reason
+                ));
+            }
+            self.record(Event::Done {
+                step,
+                summary: format!("reported only (emergency): {}", verdict.reason),
+                detail: serde_json::to_value(&verdict).unwrap_or_default(),
+            })
+            .await?;
+            return Ok(true);
+        }
 
         match verdict.verdict {
             Verdict::Pass => {
@@ -152,7 +170,7 @@ impl Live<'_> {
                     ));
                     self.record(Event::Held { reason }).await?;
                 } else {
-                    self.roll_back(Some(&reason)).await?;
+                    self.abort(&reason).await?;
                 }
                 Ok(false)
             }

@@ -81,6 +81,39 @@ impl DotenvSpec {
             mode,
         }
     }
+
+    /// Returns the schema of a `dotenv` target.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{ENV_NAME_PATTERN, boolean, field_map, file_mode, text};
+        let properties = vec![
+            (
+                "path",
+                text("The .env file, relative to the playbook's directory."),
+            ),
+            (
+                "set",
+                field_map("Variable name to key field.", Some(ENV_NAME_PATTERN)),
+            ),
+            (
+                "create",
+                boolean(
+                    "Create the file, or add missing variables, instead of failing at preflight.",
+                    false,
+                ),
+            ),
+            (
+                "mode",
+                file_mode("Mode of a file keywheel creates.", PRIVATE_FILE_MODE),
+            ),
+        ];
+        super::kind_schema(
+            "dotenv",
+            "Variables in a .env file. Only their values change; every other byte of the \
+             file is kept.",
+            properties,
+            &["path", "set"],
+        )
+    }
 }
 
 fn is_variable_name(name: &str) -> bool {

@@ -186,6 +186,39 @@ impl TargetSpec {
     }
 }
 
+/// Returns the schema of each target kind, in the order of [`KINDS`].
+pub fn kind_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("file", file::FileSpec::schema()),
+        ("dotenv", dotenv::DotenvSpec::schema()),
+        ("vault", vault::VaultSpec::schema()),
+        ("kubernetes", kubernetes::KubernetesSpec::schema()),
+        ("aws_secret", aws_secret::AwsSecretSpec::schema()),
+    ]
+}
+
+/// Returns the schema of one target kind: `name` and `type`, then the kind's own
+/// `properties`, of which `required` are required.
+pub fn kind_schema(
+    kind: &str,
+    description: &str,
+    properties: Vec<(&'static str, serde_json::Value)>,
+    required: &[&str],
+) -> serde_json::Value {
+    use crate::playbook::schema::{kind_tag, name, object};
+    let mut all = vec![
+        (
+            "name",
+            name("Names the target in output and the journal; unique within the playbook."),
+        ),
+        ("type", kind_tag(kind)),
+    ];
+    all.extend(properties);
+    let mut all_required = vec!["name", "type"];
+    all_required.extend(required);
+    object(description, all, &all_required)
+}
+
 /// A problem found when a target is built: a missing environment variable or
 /// an unusable address. Nothing has been contacted yet.
 #[derive(Clone, Debug, thiserror::Error)]

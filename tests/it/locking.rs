@@ -318,3 +318,62 @@ fn check_and_set_stops_second_writer() {
     let writes = proxy.seen_matching("POST", &format!("/data/{path}$"));
     assert_eq!(writes.len(), 2, "the loser wrote again after the refusal");
 }
+
+#[test]
+fn check_and_set_stops_a_run_without_the_lock() {
+    // Two hosts without a shared store: each has its own state directory,
+    // so each takes its own lock on the same playbook.
+    let vault = Vault::from_env();
+    let path = unique("race");
+    vault.put("secret", &path, &[("api_key", "original-value-0000000")]);
+    let text = format!(
+        "version: 1\nname: race\nissuer:\n  type: random\ntargets:\n  - name: v\n    type: vault\n    mount: secret\n    path: {path}\n    set:\n      api_key: secret\n  - name: env\n    type: dotenv\n    path: app.env\n    set:\n      KEY: secret\npolicy:\n  concurrency: 1\n"
+    );
+    let hosts: Vec<TestEnv> = (0..2)
+        .map(|_| {
+            let mut env = TestEnv::new();
+            env.env("VAULT_ADDR", &vault.addr);
+            env.env("VAULT_TOKEN", &vault.token);
+            env.secret(&vault.token);
+            std::fs::write(env.path("app.env"), "KEY=original-value-0000\n").unwrap();
+            env
+        })
+        .collect();
+    let (winner, loser) = (&hosts[0], &hosts[1]);
+    let loser_book = loser.playbook("race.yaml", &text);
+    let winner_book = winner.playbook("race.yaml", &text);
+
+    // The loser checks the secret first, then the winner rotates it.
+    loser
+        .keywheel_crashing("after:2", &["run", loser_book.to_str().unwrap()])
+        .assert_killed();
+    winner
+        .keywheel(&["run", winner_book.to_str().unwrap()])
+        .assert_code(EXIT_OK);
+    let winner_key = vault.get("secret", &path).1["api_key"].clone();
+    winner.secret(&winner_key);
+
+    let run = loser.keywheel(&["resume", "--json"]);
+    run.assert_code(crate::support::EXIT_FAILED);
+    assert!(
+        run.stderr.contains("changed since preflight"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["status"], "rolled_back");
+    assert_eq!(
+        vault.get("secret", &path).1["api_key"],
+        winner_key,
+        "the loser overwrote the winner"
+    );
+    assert_eq!(
+        std::fs::read_to_string(loser.path("app.env")).unwrap(),
+        "KEY=original-value-0000\n"
+    );
+    let pushed_env = run.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["step"] == "push:env");
+    assert!(!pushed_env, "the loser pushed after check-and-set failed");
+}

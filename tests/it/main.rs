@@ -4,11 +4,13 @@
 // Tests may unwrap: a panic there is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod authoring;
 mod aws;
 mod aws_crash;
 mod broken_state;
 mod command_issuer;
 mod crash;
+mod emergency;
 mod faults;
 mod http_crash;
 mod http_issuer;
