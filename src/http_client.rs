@@ -163,6 +163,9 @@ impl Response {
     }
 
     /// Parses the body as JSON; the error describes what came instead.
+    // NOTE: the parsed value holds any secret in the body (the secret of a
+    // created key) in plain `String`s, which serde_json does not zero when
+    // they are dropped; only the body buffer is zeroed.
     pub fn json(&self, redactor: &Redactor) -> Result<Value, String> {
         if self.looks_like_html() {
             return Err(self.describe(redactor));

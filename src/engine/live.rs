@@ -5,7 +5,9 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 
 use super::journal::Journal;
-use super::record::{Event, IssuerRecord, Mode, Outcome, Step, TargetRecord};
+use super::record::{
+    Event, IssuerRecord, Mode, Outcome, Step, TargetRecord, key_purpose, target_purpose,
+};
 use super::report::PlanTarget;
 use super::state::RunState;
 use super::{Engine, EngineError};
@@ -836,14 +838,6 @@ impl<'e> Live<'e> {
         self.record(Event::Held { reason }).await?;
         Ok(false)
     }
-}
-
-pub(super) fn key_purpose(run_id: &crate::run_id::RunId) -> String {
-    format!("{run_id}/key")
-}
-
-pub(super) fn target_purpose(run_id: &crate::run_id::RunId, target: &str) -> String {
-    format!("{run_id}/target/{target}")
 }
 
 fn corrupt(state: &RunState, reason: &str) -> EngineError {

@@ -205,7 +205,9 @@ impl EngineError {
             Self::Locked { .. } | Self::Unfinished { .. } => ExitStatus::Locked,
             Self::Store(StoreError::Locked { .. }) => ExitStatus::Locked,
             Self::Journal { .. } => ExitStatus::Attention,
-            Self::Store(StoreError::Corrupt { .. }) => ExitStatus::Attention,
+            Self::Store(StoreError::Corrupt { .. } | StoreError::MissingFile { .. }) => {
+                ExitStatus::Attention
+            }
             Self::Seal(_) | Self::Store(_) => ExitStatus::Failed,
         }
     }
@@ -479,16 +481,16 @@ impl Engine {
         run_id: &RunId,
         take_over: Option<&RunId>,
     ) -> Result<lock::PlaybookLock, EngineError> {
-        match lock::PlaybookLock::acquire(
-            self.store.clone(),
-            name,
-            run_id,
-            take_over,
-            self.options.lease_ttl,
-        )
-        .await
-        {
+        match self.acquire_lock(name, run_id, take_over).await {
             Ok(lock) => Ok(lock),
+            Err(StoreError::Corrupt { what, .. }) if self.options.break_lock => {
+                // The lock cannot be read, so no holder can be named or
+                // checked, and the operator's --break-lock decides.
+                self.out.warn(format!(
+                    "breaking the lock of playbook {name}: {what} cannot be read"
+                ));
+                self.break_and_acquire(name, run_id, take_over).await
+            }
             Err(StoreError::Locked {
                 holder, liveness, ..
             }) => {
@@ -498,16 +500,7 @@ impl Engine {
                         "breaking the lock of run {} (pid {} on {}), whose process is gone",
                         holder.run_id, holder.pid, holder.host
                     ));
-                    self.store.break_lock(name).await?;
-                    return lock::PlaybookLock::acquire(
-                        self.store.clone(),
-                        name,
-                        run_id,
-                        take_over,
-                        self.options.lease_ttl,
-                    )
-                    .await
-                    .map_err(EngineError::from);
+                    return self.break_and_acquire(name, run_id, take_over).await;
                 }
                 let (state, hint) = match liveness {
                     Liveness::Alive => ("running", String::new()),
@@ -546,6 +539,27 @@ impl Engine {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Removes the lock `name`, as `--break-lock` asks, and takes it.
+    async fn break_and_acquire(
+        &self,
+        name: &str,
+        run_id: &RunId,
+        take_over: Option<&RunId>,
+    ) -> Result<lock::PlaybookLock, EngineError> {
+        self.store.break_lock(name).await?;
+        Ok(self.acquire_lock(name, run_id, take_over).await?)
+    }
+
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        run_id: &RunId,
+        take_over: Option<&RunId>,
+    ) -> Result<lock::PlaybookLock, StoreError> {
+        let ttl = self.options.lease_ttl;
+        lock::PlaybookLock::acquire(self.store.clone(), name, run_id, take_over, ttl).await
     }
 }
 

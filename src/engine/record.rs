@@ -249,6 +249,18 @@ impl Event {
     }
 }
 
+/// Returns the purpose that the new key of `run_id` is sealed under: the
+/// associated data that binds the sealed value to its record.
+pub fn key_purpose(run_id: &RunId) -> String {
+    format!("{run_id}/key")
+}
+
+/// Returns the purpose that the previous values of `target` in `run_id`
+/// are sealed under.
+pub fn target_purpose(run_id: &RunId, target: &str) -> String {
+    format!("{run_id}/target/{target}")
+}
+
 /// A journal record: sequence number, time, event.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {

@@ -53,9 +53,14 @@ pub struct TargetReport {
     pub name: String,
     pub location: String,
     /// `pending`, `pushing`, `pushed`, `push_failed`, `restoring`,
-    /// `restored` or `restore_failed`.
+    /// `restored` or `restore_failed`: the latest step's outcome.
     pub status: &'static str,
     pub detail: String,
+    /// The push's own outcome, kept after a restore: `pending`, `pushing`,
+    /// `pushed` or `push_failed`.
+    pub push: &'static str,
+    /// The push's summary, or its error when it failed.
+    pub push_detail: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -186,20 +191,25 @@ fn step_report(step: &Step, status: &StepStatus) -> StepReport {
 fn target_report(state: &RunState, name: &str, location: &str) -> TargetReport {
     let restore = state.status(&Step::Restore(name.to_string()));
     let push = state.status(&Step::Push(name.to_string()));
-    let (status, detail) = match (restore, push) {
-        (Some(StepStatus::Done { summary, .. }), _) => ("restored", summary.clone()),
-        (Some(StepStatus::Failed { error, .. }), _) => ("restore_failed", error.clone()),
-        (Some(StepStatus::Started { .. }), _) => ("restoring", String::new()),
-        (None, Some(StepStatus::Done { summary, .. })) => ("pushed", summary.clone()),
-        (None, Some(StepStatus::Failed { error, .. })) => ("push_failed", error.clone()),
-        (None, Some(StepStatus::Started { .. })) => ("pushing", String::new()),
-        (None, None) => ("pending", String::new()),
+    let (push, push_detail) = match push {
+        Some(StepStatus::Done { summary, .. }) => ("pushed", summary.clone()),
+        Some(StepStatus::Failed { error, .. }) => ("push_failed", error.clone()),
+        Some(StepStatus::Started { .. }) => ("pushing", String::new()),
+        None => ("pending", String::new()),
+    };
+    let (status, detail) = match restore {
+        Some(StepStatus::Done { summary, .. }) => ("restored", summary.clone()),
+        Some(StepStatus::Failed { error, .. }) => ("restore_failed", error.clone()),
+        Some(StepStatus::Started { .. }) => ("restoring", String::new()),
+        None => (push, push_detail.clone()),
     };
     TargetReport {
         name: name.to_string(),
         location: location.to_string(),
         status,
         detail,
+        push,
+        push_detail,
     }
 }
 

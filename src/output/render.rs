@@ -45,6 +45,11 @@ pub fn run_report(report: &RunReport) -> String {
             if !target.detail.is_empty() {
                 let _ = write!(out, ": {}", target.detail);
             }
+            // A restore hides why the target was restored: a failed push
+            // is the reason a run rolls back, so it is shown too.
+            if target.status != target.push && target.push == "push_failed" {
+                let _ = write!(out, " (push failed: {})", target.push_detail);
+            }
             out.push('\n');
         }
     }

@@ -300,7 +300,7 @@ impl Target for FileTarget {
         if let FileFormat::Json { set } = &self.spec.format
             && state.exists
         {
-            let mut document = parse_json(&content, &self.spec.path)?;
+            let mut document = parse_json(content.expose(), &self.spec.path)?;
             for member in set.keys() {
                 set_member(&mut document, member, "", &self.spec.path)?;
             }
@@ -308,7 +308,7 @@ impl Target for FileTarget {
         Ok(Snapshot {
             summary: state.summary(),
             state: serde_json::to_value(&state).unwrap_or_default(),
-            previous: SecretBytes::new(content),
+            previous: content,
         })
     }
 
@@ -322,13 +322,13 @@ impl Target for FileTarget {
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
         let current = local::read_current(&state)?;
         match current {
-            Some(bytes) if bytes == desired.expose() => {
+            Some(bytes) if bytes.expose() == desired.expose() => {
                 return Ok(Receipt {
                     state: serde_json::json!({"written": false}),
                     summary: "already up to date".into(),
                 });
             }
-            Some(bytes) if state.exists && bytes == snapshot.previous.expose() => {}
+            Some(bytes) if state.exists && bytes.expose() == snapshot.previous.expose() => {}
             None if !state.exists => {}
             _ => {
                 return Err(TargetError::ConcurrentModification(format!(
@@ -360,13 +360,13 @@ impl Target for FileTarget {
         };
         match (&current, state.exists) {
             (None, false) => return done("file was absent and is absent"),
-            (Some(bytes), true) if bytes == snapshot.previous.expose() => {
+            (Some(bytes), true) if bytes.expose() == snapshot.previous.expose() => {
                 return done("already holds the previous content");
             }
             _ => {}
         }
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
-        if current.as_deref() != Some(desired.expose()) {
+        if current.as_ref().map(SecretBytes::expose) != Some(desired.expose()) {
             // Someone else wrote the file after preflight: the new key is
             // not in it, and overwriting would lose their change.
             tracing::warn!(target = %self.name, "restore left a file alone: it holds neither the new nor the previous content");

@@ -7,13 +7,16 @@
 mod authoring;
 mod aws;
 mod aws_crash;
+mod broken_state;
 mod command_issuer;
 mod crash;
 mod emergency;
+mod faults;
 mod http_crash;
 mod http_issuer;
 mod journal;
 mod kubernetes;
+mod leak_scan;
 mod local_targets;
 mod locking;
 mod operator;

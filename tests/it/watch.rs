@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use crate::support::prometheus::{CONSUMER_VAR, KeyService, Prometheus, closed_port};
 use crate::support::{EXIT_ATTENTION, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Run, TestEnv};
 
-struct Setup {
-    env: TestEnv,
-    service: KeyService,
-    old_key: String,
+pub struct Setup {
+    pub env: TestEnv,
+    pub service: KeyService,
+    pub old_key: String,
 }
 
-fn setup() -> Setup {
+pub fn setup() -> Setup {
     let prometheus = Prometheus::from_env();
     let mut env = TestEnv::new();
     let service = KeyService::start(&mut env, &prometheus);
@@ -33,7 +33,7 @@ fn setup() -> Setup {
 /// Writes a playbook that writes a random key into the consumer's .env file and
 /// watches `checks` (YAML list items under `queries:`), with `extra` lines
 /// appended to the `watch:` mapping.
-fn playbook(setup: &Setup, checks: &str, extra: &str) -> std::path::PathBuf {
+pub fn playbook(setup: &Setup, checks: &str, extra: &str) -> std::path::PathBuf {
     let text = format!(
         "version: 1
 name: {name}
@@ -56,7 +56,7 @@ watch:
 
 /// Returns one query check of `query` with `threshold`, with short
 /// windows.
-fn check(query: &str, threshold: &str, more: &str) -> String {
+pub fn check(query: &str, threshold: &str, more: &str) -> String {
     format!(
         "    - name: errors
       query: '{query}'

@@ -119,6 +119,9 @@ impl Metadata {
 }
 
 /// One version's data: field name to string value.
+// NOTE: the values are secrets held in plain `String`s, which are not
+// zeroed when dropped: serde_json decodes Vault's responses into them and
+// writes request bodies from them. Zeroing needs a zeroing deserializer.
 pub type SecretData = BTreeMap<String, String>;
 
 pub struct KvClient {

@@ -353,9 +353,11 @@ impl VaultTarget {
 
     /// Writes `data` with check-and-set on `cas`. When the version moved
     /// because the current version was soft-deleted or destroyed, retries
-    /// once with the current version: nothing live is overwritten then. Any
-    /// other mismatch is a concurrent modification. Never writes without
-    /// check-and-set.
+    /// once with the current version: nothing live is overwritten then. When
+    /// the current version holds exactly `data`, it is this write: an
+    /// attempt whose response was lost (a timeout, a reset) took effect, and
+    /// the client's retry then found the version moved. Any other mismatch
+    /// is a concurrent modification. Never writes without check-and-set.
     async fn write_cas(&self, data: &SecretData, cas: u64) -> Result<u64, TargetError> {
         match self.client.write(&self.mount, &self.path, data, cas).await {
             Ok(version) => return Ok(version),
@@ -369,6 +371,17 @@ impl VaultTarget {
             .map_err(|err| self.error("reading metadata of", err))?
             .unwrap_or_default();
         let current = metadata.current_version;
+        if current > cas && !metadata.is_deleted(current) {
+            let found = self
+                .client
+                .read(&self.mount, &self.path, current)
+                .await
+                .map_err(|err| self.error("reading", err))?;
+            if found.as_ref() == Some(data) {
+                tracing::info!(target = %self.name, cas, current, "the check-and-set mismatch is this write's own earlier attempt");
+                return Ok(current);
+            }
+        }
         if current == cas || !metadata.is_deleted(current) {
             return Err(TargetError::ConcurrentModification(format!(
                 "{} changed since preflight: expected version {cas}, found version {current} with live data; run `keywheel rollback` and start again",
