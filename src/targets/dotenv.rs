@@ -624,6 +624,7 @@ impl Target for DotenvTarget {
         done(
             "left alone: the managed variables hold neither the new nor the previous values, so someone else wrote them after preflight",
         )
+        .map(Receipt::left_alone)
     }
 }
 

@@ -372,7 +372,8 @@ impl Target for FileTarget {
             tracing::warn!(target = %self.name, "restore left a file alone: it holds neither the new nor the previous content");
             return done(
                 "left alone: it holds neither the new nor the previous content, so someone else wrote it after preflight",
-            );
+            )
+            .map(Receipt::left_alone);
         }
         if state.exists {
             local::replace(&state, snapshot.previous.expose())?;

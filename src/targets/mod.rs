@@ -29,7 +29,7 @@
 //!   idempotent too. It never overwrites a value that is neither the new
 //!   key's nor the snapshot's: someone else wrote it after preflight, the new
 //!   key is not there to undo, so it leaves the value alone and says so in
-//!   its receipt.
+//!   its receipt ([`Receipt::left_alone`]).
 //! - `restart` makes the consumers load the values now stored (restarts
 //!   pods) and returns only once that is confirmed (the rollout is
 //!   complete), or fails. It writes the `marker` the engine gives it, which
@@ -254,6 +254,27 @@ pub struct Receipt {
     /// Public facts such as the version written; journaled in clear.
     pub state: serde_json::Value,
     pub summary: String,
+}
+
+/// Member of a restore receipt's `state` that marks a value written by
+/// someone else after preflight, which the restore left alone.
+pub const LEFT_ALONE: &str = "left_alone";
+
+impl Receipt {
+    /// Marks the receipt of a restore that left another writer's value in
+    /// place, so that the rollback does not report the target as restored.
+    pub fn left_alone(mut self) -> Self {
+        if !self.state.is_object() {
+            self.state = serde_json::json!({});
+        }
+        self.state[LEFT_ALONE] = serde_json::Value::Bool(true);
+        self
+    }
+
+    /// Whether the journaled `state` of a restore marks it as left alone.
+    pub fn was_left_alone(state: &serde_json::Value) -> bool {
+        state.get(LEFT_ALONE).and_then(serde_json::Value::as_bool) == Some(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -222,6 +222,17 @@ fn live_concurrent_write_stops_the_push() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("vault-app held a value someone else wrote after preflight, left alone"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("every target holds its previous value"),
+        "{}",
+        run.stderr
+    );
     let (version, data) = vault.get(&mount, "app");
     assert_eq!(version, 1, "the other writer's version was overwritten");
     assert_eq!(data["api_key"], "someone-else-wrote-this-0000");

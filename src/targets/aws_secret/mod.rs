@@ -710,7 +710,8 @@ impl Target for AwsSecretTarget {
                     "left AWSCURRENT on {} alone: it is neither the new nor the previous version, so someone else moved it after preflight",
                     describe_version(holder)
                 ),
-            ));
+            )
+            .left_alone());
         };
 
         self.restore_pending(cx, &state).await?;

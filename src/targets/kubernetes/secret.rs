@@ -355,6 +355,7 @@ impl KubernetesTarget {
             "",
             format!("left the Secret alone: {why}, so someone else changed it after preflight"),
         )
+        .left_alone()
     }
 
     /// Creates the Secret with only the managed keys, in `data`.

@@ -458,6 +458,7 @@ fn left_alone(target: &str, version: u64, why: &str) -> Receipt {
         version,
         format!("left version {version} alone: {why}, so someone else wrote it after preflight"),
     )
+    .left_alone()
 }
 
 fn receipt(version: u64, summary: String) -> Receipt {
