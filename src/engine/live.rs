@@ -338,7 +338,10 @@ impl<'e> Live<'e> {
                     return Ok(false);
                 }
             }
-            if let Some(key) = recovered.key {
+            if let Some(key) = recovered
+                .key
+                .filter(|key| snapshot.old_key_id.as_deref() != Some(key.id.as_str()))
+            {
                 self.out().status(
                     "Recovered",
                     format!("key {} created before the interruption", key.id),
@@ -360,6 +363,22 @@ impl<'e> Live<'e> {
         let created = self.issuer.create(&self.icx, &snapshot).await;
         drop(spinner);
         match created {
+            Ok(key) if snapshot.old_key_id.as_deref() == Some(key.id.as_str()) => {
+                // Taking this answer as the new key would revoke and then
+                // delete the key in use. Nothing was made that may be
+                // deleted, so no orphan search either.
+                let error = format!(
+                    "the issuer answered create with the id of the key in use ({}); check the create operation and its `pick` of `id`",
+                    key.id
+                );
+                self.record(Event::Failed {
+                    step: Step::Generate,
+                    class: "invalid_response".to_string(),
+                    error: error.clone(),
+                })
+                .await?;
+                self.fail_unchanged(error).await
+            }
             Ok(key) => {
                 self.seal_key(&key).await?;
                 self.out().status("Generated", format!("key {}", key.id));
@@ -426,6 +445,11 @@ impl<'e> Live<'e> {
         &self,
         key_id: &str,
     ) -> Result<Option<String>, EngineError> {
+        if self.is_old_key(key_id).await {
+            return Ok(Some(format!(
+                "the issuer reported key {key_id}, the key in use, as one this run created; keywheel does not delete it: check the issuer's list and run tag"
+            )));
+        }
         let step = Step::DeleteOrphan(key_id.to_string());
         let attempt = self.state().await.status(&step).map_or(0, |s| s.attempt()) + 1;
         self.record(Event::Intent {
@@ -769,6 +793,16 @@ impl<'e> Live<'e> {
                 Ok(false)
             }
         }
+    }
+
+    /// Whether `key_id` is the id of the key in use at preflight: such a key
+    /// is never deleted as a new or orphan key.
+    pub(super) async fn is_old_key(&self, key_id: &str) -> bool {
+        self.state()
+            .await
+            .issuer
+            .and_then(|issuer| issuer.old_key_id)
+            .is_some_and(|old| old == key_id)
     }
 
     /// Whether the run was started with `--emergency`.

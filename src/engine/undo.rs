@@ -275,6 +275,12 @@ impl Live<'_> {
 
     /// Deletes the new key at the issuer, once no target holds it.
     async fn delete_new_key(&self, key: &Key) -> Result<Option<String>, EngineError> {
+        if self.is_old_key(&key.id).await {
+            return Ok(Some(format!(
+                "the new key has the id of the key in use ({}), so keywheel does not delete it; check the issuer's create answer",
+                key.id
+            )));
+        }
         let state = self.state().await;
         if self.issuer.revocation() == Revocation::Replace || state.is_done(&Step::DeleteNew) {
             return Ok(None);

@@ -655,3 +655,38 @@ fn yes_skips_question_at_terminal() {
     assert!(service.key(&service.bootstrap_id).is_none());
     assert_eq!(service.call_models(&app_env_key(&env)), 200);
 }
+
+#[test]
+fn create_answering_old_key_id_changes_nothing() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    // A create whose answer is the key in use, as a wrong `pick` or an API
+    // that regenerates a key in place would give.
+    let text = playbook(&Book::default())
+        .replace(
+            "      url: /v1/keys\n      body:",
+            "      method: GET\n      url: \"/v1/keys/{{ old.id }}\"\n      body:",
+        )
+        .replace(
+            "      expect_status: 201\n      pick: {id: /id, secret: /secret}",
+            "      expect_status: 200\n      pick: {id: /id, secret: /prefix}",
+        );
+    assert!(text.contains("pick: {id: /id, secret: /prefix}"), "{text}");
+
+    let run = run(&env, &text, &["--yes", "--json"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr
+            .contains("answered create with the id of the key in use"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["status"], "failed");
+    assert_eq!(ids(&service), [service.bootstrap_id.as_str()]);
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+}
