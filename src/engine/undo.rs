@@ -42,9 +42,11 @@ impl Live<'_> {
         let mut attention = self.delete_unrecorded_keys().await?;
 
         if let Some(item) = self.reenable_old_key().await? {
+            // Restoring now would put a disabled key into every target.
+            // They keep the new key, which works, until the old one is
+            // enabled and the rollback runs again.
             attention.push(item);
-        }
-        if let Some(key) = &key {
+        } else if let Some(key) = &key {
             attention.extend(self.restore_all(key).await?);
         }
         if attention.is_empty()
@@ -169,7 +171,7 @@ impl Live<'_> {
                 })
                 .await?;
                 Ok(Some(format!(
-                    "old key {old_id} is still disabled: enabling it failed: {err}; enable it at the issuer, then run `keywheel rollback {}` again",
+                    "old key {old_id} is still disabled: enabling it failed: {err}; the targets keep the new key, which works; enable the old key at the issuer, then run `keywheel rollback {}` again",
                     self.journal.run_id()
                 )))
             }

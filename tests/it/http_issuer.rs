@@ -690,3 +690,33 @@ fn create_answering_old_key_id_changes_nothing() {
     );
     assert_eq!(app_env_key(&env), service.bootstrap_secret);
 }
+
+#[test]
+fn failed_reenable_keeps_targets_on_new_key() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    // No terminal and no --yes: held before retire, old key disabled.
+    run(&env, &playbook(&Book::default()), &[]).assert_code(EXIT_ATTENTION);
+    let new_key = app_env_key(&env);
+    service.fault("enable", "status500", 50);
+
+    let run_id = env.last_run_id();
+    let rollback = env.keywheel(&["rollback", &run_id]);
+
+    rollback.assert_code(EXIT_ATTENTION);
+    assert!(
+        rollback.stderr.contains("the targets keep the new key"),
+        "{}",
+        rollback.stderr
+    );
+    assert_eq!(
+        app_env_key(&env),
+        new_key,
+        "a target got the disabled old key"
+    );
+    assert_eq!(service.call_models(&new_key), 200);
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "disabled"
+    );
+}
