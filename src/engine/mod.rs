@@ -164,7 +164,7 @@ pub enum EngineError {
         current: String,
     },
     #[error(
-        "run {run}: cannot write its journal, so keywheel stopped before the next change: {source}; free the disk or fix the state directory, then run `keywheel resume {run}`"
+        "run {run}: cannot write its journal, so keywheel stopped before the next change: {source}; fix the cause (a full disk, a broken state directory, another keywheel process), then run `keywheel resume {run}`"
     )]
     Journal {
         run: RunId,
