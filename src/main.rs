@@ -32,5 +32,8 @@ fn main() -> ExitCode {
         }
     };
     let status = runtime.block_on(cli::dispatch(args));
+    // A question may still be reading stdin on a blocking thread after
+    // Ctrl-C; exit without waiting for it.
+    runtime.shutdown_background();
     ExitCode::from(status.code())
 }

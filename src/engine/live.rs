@@ -860,7 +860,13 @@ impl<'e> Live<'e> {
             ),
             _ => format!("Delete old key {old_id}? After this the rotation cannot be rolled back."),
         };
-        let reason = match self.out().confirm(&question) {
+        // Read on a blocking thread, so that Ctrl-C, watched by the
+        // command's main task, still stops the process at the question.
+        let out = self.engine.out.clone();
+        let answer = tokio::task::spawn_blocking(move || out.confirm(&question))
+            .await
+            .unwrap_or(Confirmation::CannotAsk);
+        let reason = match answer {
             Confirmation::Yes => return Ok(true),
             Confirmation::No => "the operator declined to delete the old key".to_string(),
             Confirmation::CannotAsk => "stopped before deleting the old key, the point of no return: no terminal to ask on; pass --yes to go on without asking".to_string(),

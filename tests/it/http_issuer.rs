@@ -720,3 +720,36 @@ fn failed_reenable_keeps_targets_on_new_key() {
         "disabled"
     );
 }
+
+#[test]
+fn ctrl_c_at_question_stops_with_message() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    let text = playbook(&Book {
+        revocation: "delete_only",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+    let question = "Delete old key key_[0-9a-f]+\\?";
+
+    let run = in_terminal(
+        &env,
+        &[(question, "\u{3}")],
+        &["run", path.to_str().unwrap()],
+    );
+
+    assert_eq!(run.code, Some(130), "{}", run.stdout);
+    let run_id = env.last_run_id();
+    assert!(
+        run.stdout
+            .contains(&format!("interrupted: run {run_id} is unfinished")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+    env.keywheel(&["rollback", &run_id]).assert_code(EXIT_OK);
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+}
