@@ -9,7 +9,7 @@ use super::record::{
     Event, IssuerRecord, Mode, Outcome, Step, TargetRecord, key_purpose, target_purpose,
 };
 use super::report::PlanTarget;
-use super::state::RunState;
+use super::state::{RunState, StepStatus};
 use super::{Engine, EngineError};
 use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerSnapshot, Revocation};
 use crate::key::Key;
@@ -55,11 +55,17 @@ pub fn emergency_changes(state: &RunState) -> Option<String> {
 }
 
 /// Returns the step that passed the point of no return, if any.
+/// A retire that is done, or announced with no outcome (its delete may
+/// have happened), has passed it. A retire the issuer answered with an
+/// error has not: the old key should still exist, and a rollback that
+/// finds it gone says so when it enables it.
 pub fn point_of_no_return_passed(state: &RunState) -> Option<String> {
-    if state.was_attempted(&Step::Retire) {
-        return Some(Step::Retire.to_string());
+    match state.status(&Step::Retire) {
+        Some(StepStatus::Done { .. } | StepStatus::Started { .. }) => {
+            Some(Step::Retire.to_string())
+        }
+        Some(StepStatus::Failed { .. }) | None => None,
     }
-    None
 }
 
 impl<'e> Live<'e> {

@@ -753,3 +753,27 @@ fn ctrl_c_at_question_stops_with_message() {
     env.keywheel(&["rollback", &run_id]).assert_code(EXIT_OK);
     assert_eq!(app_env_key(&env), service.bootstrap_secret);
 }
+
+#[test]
+fn failed_retire_can_still_roll_back() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    service.fault("delete", "status500", 20);
+    let failed = run(&env, &playbook(&Book::default()), &["--yes"]);
+    failed.assert_code(EXIT_ATTENTION);
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "disabled"
+    );
+    service.reset_faults();
+
+    env.keywheel(&["rollback", &env.last_run_id()])
+        .assert_code(EXIT_OK);
+
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+    assert_eq!(service.call_models(&service.bootstrap_secret), 200);
+}
