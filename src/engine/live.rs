@@ -11,7 +11,7 @@ use super::record::{
 use super::report::PlanTarget;
 use super::state::{RunState, StepStatus};
 use super::{Engine, EngineError};
-use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerSnapshot, Revocation};
+use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerError, IssuerSnapshot, Revocation};
 use crate::key::Key;
 use crate::output::Confirmation;
 use crate::playbook::{PartialFailure, Playbook};
@@ -398,6 +398,13 @@ impl<'e> Live<'e> {
                 })
                 .await?;
                 self.out().error(format!("generate: {err}"));
+                if let IssuerError::KeyLeftBehind(message) = &err {
+                    self.record(Event::NeedsAttention {
+                        items: vec![message.clone()],
+                    })
+                    .await?;
+                    return Ok(false);
+                }
                 // The create may have succeeded at the issuer with its answer
                 // lost; find and delete such a key.
                 if let Ok(recovered) = self.issuer.find_created(&self.icx, &snapshot).await {

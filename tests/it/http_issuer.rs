@@ -777,3 +777,24 @@ fn failed_retire_can_still_roll_back() {
     assert_eq!(app_env_key(&env), service.bootstrap_secret);
     assert_eq!(service.call_models(&service.bootstrap_secret), 200);
 }
+
+#[test]
+fn create_without_secret_deletes_the_key_it_made() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    service.fault("create", "missing_secret", 1);
+    // Without a run tag, only the create's own answer names the key.
+    let text = playbook(&Book::default()).replace("  run_tag: /metadata/keywheel_run\n", "");
+    assert!(!text.contains("run_tag"));
+
+    let run = run(&env, &text, &["--yes", "--json"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr.contains("keywheel deleted key"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ids(&service), [service.bootstrap_id.as_str()]);
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+}

@@ -471,7 +471,47 @@ impl HttpIssuer {
         let response = self
             .call(cx, op, &self.create_vars(cx, old), header, header.is_some())
             .await?;
-        self.key_from_response(&response, old)
+        match self.key_from_response(&response, old) {
+            Ok(key) => Ok(key),
+            Err(err) => Err(self.discard_incomplete(cx, &response, old, err).await),
+        }
+    }
+
+    /// Deletes the key a create answered with an id but without a usable
+    /// secret: nobody can use it, and a failed generate must leave nothing
+    /// behind. Never deletes the key in use.
+    async fn discard_incomplete(
+        &self,
+        cx: &IssuerCx,
+        response: &Response,
+        old: &Map<String, Value>,
+        err: IssuerError,
+    ) -> IssuerError {
+        let op = &self.spec.operations.create;
+        let id = op
+            .pick
+            .iter()
+            .find(|(field, _)| field == crate::key::ID_FIELD)
+            .and_then(|(_, pointer)| {
+                self.json(op, response)
+                    .ok()?
+                    .pointer(pointer)
+                    .and_then(id_text)
+            });
+        let Some(id) = id else {
+            return err;
+        };
+        if old.get(crate::key::ID_FIELD).and_then(id_text).as_deref() == Some(id.as_str()) {
+            return err;
+        }
+        match self.act(cx, &self.spec.operations.delete, &id).await {
+            Ok(()) => IssuerError::InvalidResponse(format!(
+                "{err}; keywheel deleted key {id}, which that create made"
+            )),
+            Err(delete_err) => IssuerError::KeyLeftBehind(format!(
+                "{err}; key {id}, which that create made, could not be deleted: {delete_err}; delete it at the issuer by hand"
+            )),
+        }
     }
 
     /// Ids of the listed keys tagged with this run.
