@@ -531,6 +531,20 @@ impl HttpIssuer {
     }
 }
 
+/// Whether `value`, or a string anywhere inside it, is one of the secret
+/// values the targets hold.
+fn holds_secret(value: &Value, current: &CurrentFields) -> bool {
+    match value {
+        Value::String(text) => current
+            .iter()
+            .filter(|(field, _)| field.as_str() != crate::key::ID_FIELD)
+            .any(|(_, secret)| secret.expose() == text.as_bytes()),
+        Value::Array(items) => items.iter().any(|item| holds_secret(item, current)),
+        Value::Object(members) => members.values().any(|member| holds_secret(member, current)),
+        _ => false,
+    }
+}
+
 /// Returns an id as text: a JSON string, or a number written as text.
 fn id_text(value: &Value) -> Option<String> {
     match value {
@@ -577,6 +591,14 @@ impl Issuer for HttpIssuer {
                 continue;
             }
             if let Some(value) = object.get(member) {
+                // These attributes are journaled in clear, so one that holds
+                // a secret the targets hold (a `secret` the API returns on
+                // read) must not be copied.
+                if holds_secret(value, current) {
+                    return Err(IssuerError::Misconfigured(format!(
+                        "http issuer: the create operation copies old.{member}, which holds the secret of the key in use; keywheel keeps secrets out of its journal, so remove that placeholder"
+                    )));
+                }
                 old.insert(member.clone(), value.clone());
                 copied.push(member.clone());
             }
@@ -676,5 +698,27 @@ impl Issuer for HttpIssuer {
 
     async fn delete(&self, cx: &IssuerCx, key_id: &str) -> Result<(), IssuerError> {
         self.act(cx, &self.spec.operations.delete, key_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_secret_finds_nested_values() {
+        let mut current = CurrentFields::new();
+        current.insert("secret".into(), SecretBytes::from_text("sk_live_abc"));
+        current.insert(crate::key::ID_FIELD.into(), SecretBytes::from_text("key_1"));
+        assert!(holds_secret(&serde_json::json!("sk_live_abc"), &current));
+        assert!(holds_secret(
+            &serde_json::json!({"a": ["x", "sk_live_abc"]}),
+            &current
+        ));
+        assert!(
+            !holds_secret(&serde_json::json!("key_1"), &current),
+            "ids are public"
+        );
+        assert!(!holds_secret(&serde_json::json!(["models:read"]), &current));
     }
 }
