@@ -51,10 +51,10 @@ pub enum SealError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "seal key file {path} is invalid: expected a regular file holding 32 bytes, 64 hex digits or base64"
-    )]
+    #[error("seal key file {path} is invalid: expected 32 bytes, 64 hex digits or base64")]
     KeyFileInvalid { path: PathBuf },
+    #[error("cannot read seal key file {path}: it is {kind}, not a regular file")]
+    KeyFileNotFile { path: PathBuf, kind: &'static str },
     #[error("cannot create seal key file {path}: {source}")]
     KeyFileCreate {
         path: PathBuf,
@@ -247,8 +247,14 @@ fn read_key_file(path: &Path) -> Result<[u8; KEY_LEN], SealError> {
     };
     let metadata = std::fs::metadata(path).map_err(unreadable)?;
     if !metadata.is_file() {
-        return Err(SealError::KeyFileInvalid {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "a device, socket or pipe"
+        };
+        return Err(SealError::KeyFileNotFile {
             path: path.to_path_buf(),
+            kind,
         });
     }
     let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777;
