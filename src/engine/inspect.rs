@@ -99,11 +99,32 @@ impl Engine {
         }
     }
 
-    /// The unfinished runs, oldest first.
+    /// Replays `run` for a listing. A journal that cannot be read is
+    /// reported as a warning and skipped, so that one damaged run does not
+    /// hide every other run from `status`, `history`, `resume` and `due`.
+    async fn load_listed(&self, run: &RunId) -> Result<Option<RunState>, EngineError> {
+        match replay_run(self.store.as_ref(), run).await {
+            Ok(state) => Ok(Some(state)),
+            Err(
+                err @ (StoreError::Corrupt { .. }
+                | StoreError::Io { .. }
+                | StoreError::MissingFile { .. }),
+            ) => {
+                self.out.warn(format!("skipping run {run}: {err}"));
+                Ok(None)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The unfinished runs, oldest first. Runs whose journal cannot be
+    /// read are skipped with a warning.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunState>, EngineError> {
         let mut unfinished = Vec::new();
         for run in self.store.list_runs().await? {
-            let state = self.load_state(&run).await?;
+            let Some(state) = self.load_listed(&run).await? else {
+                continue;
+            };
             if !state.is_finished() {
                 unfinished.push(state);
             }
@@ -137,17 +158,18 @@ impl Engine {
                     return Ok(unfinished.iter().map(RunReport::from_state).collect());
                 }
                 let runs = self.store.list_runs().await?;
-                match runs.last() {
-                    Some(latest) => {
-                        Ok(vec![RunReport::from_state(&self.load_state(latest).await?)])
+                for run in runs.iter().rev() {
+                    if let Some(state) = self.load_listed(run).await? {
+                        return Ok(vec![RunReport::from_state(&state)]);
                     }
-                    None => Ok(Vec::new()),
                 }
+                Ok(Vec::new())
             }
         }
     }
 
     /// Reports of past runs, newest first, optionally of one playbook.
+    /// Runs whose journal cannot be read are skipped with a warning.
     pub async fn history(
         &self,
         playbook: Option<&str>,
@@ -158,7 +180,9 @@ impl Engine {
             if reports.len() >= limit {
                 break;
             }
-            let state = self.load_state(run).await?;
+            let Some(state) = self.load_listed(run).await? else {
+                continue;
+            };
             if playbook.is_none_or(|name| state.playbook() == name) {
                 reports.push(RunReport::from_state(&state));
             }

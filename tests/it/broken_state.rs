@@ -252,6 +252,36 @@ fn empty_journal_is_an_error_that_changes_nothing() {
 }
 
 #[test]
+fn corrupt_old_journal_is_skipped_in_listings() {
+    let (env, playbook) = two_targets();
+    run(&env, &playbook, &[]).assert_code(EXIT_OK);
+    let damaged = env.last_run_id();
+    let journal = env.journal(&damaged);
+    let text = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(&journal, text.replacen("\"seq\":2", "\"seq\":7", 1)).unwrap();
+    run(&env, &playbook, &[]).assert_code(EXIT_OK);
+    let latest = env.last_run_id();
+    let warning = format!("skipping run {damaged}: journal of run {damaged} is corrupt at line 2");
+
+    let history = env.keywheel(&["history"]);
+    history.assert_code(EXIT_OK);
+    assert_stderr(&history, &warning);
+    assert!(history.stdout.contains(&latest), "{}", history.stdout);
+    let status = env.keywheel(&["status"]);
+    status.assert_code(EXIT_OK);
+    assert!(status.stdout.contains(&latest), "{}", status.stdout);
+    let due = env.keywheel(&["due", playbook.to_str().unwrap()]);
+    due.assert_code(EXIT_OK);
+    let resumed = env.keywheel(&["resume"]);
+    resumed.assert_code(EXIT_USAGE);
+    assert_stderr(&resumed, &warning);
+    assert_stderr(&resumed, "no unfinished run");
+    // Asked for by id, the damaged run is still an error.
+    env.keywheel(&["status", &damaged])
+        .assert_code(EXIT_ATTENTION);
+}
+
+#[test]
 fn missing_playbook_copy_is_named() {
     let (env, playbook) = two_targets();
     let run_id = crashed(&env, &playbook, INTENT_PUSH_A);
