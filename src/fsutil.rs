@@ -34,15 +34,16 @@ pub fn write_atomic_owned(
     owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
     let dir = parent_dir(path);
+    remove_stale_temps(path);
     let temp = temp_path(path);
     let result = (|| {
+        // Private until the contents are complete: a temporary file left by
+        // a kill -9 holds the new secret and must not be readable by others.
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(PRIVATE_FILE_MODE)
             .open(&temp)?;
-        // The umask may have removed bits from `mode`; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
         if let Some((uid, gid)) = owner {
             let current = rustix::process::geteuid().as_raw();
             let group = rustix::process::getegid().as_raw();
@@ -51,6 +52,8 @@ pub fn write_atomic_owned(
             }
         }
         file.write_all(contents)?;
+        // Set the mode exactly, since the umask may have removed bits.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
         drop(file);
         fs::rename(&temp, path)?;
@@ -104,6 +107,36 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Age after which a temporary file of an atomic replace is taken to be
+/// left over from a killed process; a replace takes well under a second.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes temporary files of earlier replaces of `path` that a killed
+/// process left behind. Errors are ignored: this is only tidying.
+fn remove_stale_temps(path: &Path) {
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let prefix = format!(".{}.keywheel-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let entry_name = entry_name.to_string_lossy();
+        if !entry_name.starts_with(&prefix) || !entry_name.ends_with(".tmp") {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > STALE_TEMP_AGE));
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -135,5 +168,32 @@ mod tests {
         write_atomic(&path, b"x", 0o600).unwrap();
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn write_atomic_removes_stale_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.env");
+        let stale = dir.path().join(".app.env.keywheel-00000000000000aa.tmp");
+        let fresh = dir.path().join(".app.env.keywheel-00000000000000bb.tmp");
+        let other = dir.path().join(".other.env.keywheel-00000000000000cc.tmp");
+        for temp in [&stale, &fresh, &other] {
+            fs::write(temp, b"left by a killed run").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_TEMP_AGE;
+        for temp in [&stale, &other] {
+            File::options()
+                .write(true)
+                .open(temp)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+
+        write_atomic(&path, b"x", 0o644).unwrap();
+
+        assert!(!stale.exists(), "stale temp file kept");
+        assert!(fresh.exists(), "a temp file of a running replace removed");
+        assert!(other.exists(), "a temp file of another file removed");
     }
 }
