@@ -450,11 +450,24 @@ impl Engine {
         Ok(report)
     }
 
-    /// Returns a run's report with its audit log, for `report`.
+    /// Returns a run's report with its audit log, for `report`. Warns when
+    /// the audit log lacks events of the journal or has unreadable lines.
     pub async fn audit_log(&self, selector: &str) -> Result<(RunReport, String), EngineError> {
         let run_id = self.resolve_run(selector).await?;
         let state = self.load_state(&run_id).await?;
         let audit = self.store.read_audit(&run_id).await?;
+        let lines = audit.lines().filter(|line| !line.trim().is_empty());
+        let unreadable = lines
+            .clone()
+            .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_err())
+            .count();
+        let events = lines.count() - unreadable;
+        if unreadable > 0 || (events as u64) < state.last_seq {
+            self.out.warn(format!(
+                "the audit log of run {run_id} has {events} of the journal's {} events and {unreadable} unreadable line(s), because a write failed (a full disk or a crash); `keywheel status {run_id}` shows every step from the journal",
+                state.last_seq
+            ));
+        }
         Ok((RunReport::from_state(&state), audit))
     }
 

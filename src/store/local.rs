@@ -395,13 +395,28 @@ impl Store for LocalStore {
     async fn append_audit(&self, run: &RunId, line: &str) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.run_dir(run).join(AUDIT_LOG);
-        let mut file = OpenOptions::new()
+                let mut file = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(PRIVATE_FILE_MODE)
             .open(&path)
             .map_err(io_error("cannot open", &path))?;
-        let mut bytes = line.as_bytes().to_vec();
+        // A line cut short by a full disk or a crash gets its own line
+        // ended first, so that the next event is not glued to it.
+        let torn = match file.metadata() {
+            Ok(metadata) if metadata.len() > 0 => {
+                use std::os::unix::fs::FileExt;
+                let mut last = [0u8; 1];
+                file.read_exact_at(&mut last, metadata.len() - 1).is_ok() && last[0] != b'\n'
+            }
+            _ => false,
+        };
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        if torn {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
         file.write_all(&bytes)
             .map_err(io_error("cannot append to", &path))
@@ -519,6 +534,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn audit_line_after_torn_line_starts_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let first = RawRecord {
+            seq: 1,
+            json: "{\"seq\":1}".into(),
+        };
+        store.create_run(&run_id(), "", &first).await.unwrap();
+        let path = store.run_dir(&run_id()).join(AUDIT_LOG);
+        fs::write(&path, "{\"event\":\"one\"}\n{\"event\":\"tw").unwrap();
+
+        store
+            .append_audit(&run_id(), "{\"event\":\"three\"}")
+            .await
+            .unwrap();
+
+        let text = store.read_audit(&run_id()).await.unwrap();
+        assert_eq!(
+            text,
+            "{\"event\":\"one\"}\n{\"event\":\"tw\n{\"event\":\"three\"}\n"
+        );
     }
 
     #[tokio::test]
