@@ -28,9 +28,9 @@ impl ExitStatus {
 /// The exit-code table for `--help` and the README.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success
-  1  the run failed and everything is as it was (rolled back, or nothing changed)
-  2  bad usage or invalid playbook; nothing was contacted
-  3  the run is held or needs attention: run `keywheel status` for what to do
+    0  success
+    1  the run failed and everything is as it was (rolled back, or nothing changed)
+    2  bad usage or invalid playbook; nothing was contacted
+    3  the run is held or needs attention: run `keywheel status` for what to do
     4  locked: another run of the playbook is running or unfinished
-130  interrupted by Ctrl-C: the run is unfinished; `keywheel status` says what to do";
+  130  interrupted by Ctrl-C: the run is unfinished; `keywheel status` says what to do";

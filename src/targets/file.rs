@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use zeroize::Zeroizing;
 
+use super::json_span;
 use super::local::{self, FileState};
 use super::{Receipt, Snapshot, Target, TargetCx, TargetError, mapped_values};
 use crate::fsutil::PRIVATE_FILE_MODE;
@@ -224,6 +226,11 @@ impl FileTarget {
                 } else {
                     serde_json::Value::Object(serde_json::Map::new())
                 };
+                // The file edited in place, while every member exists.
+                let mut edited = existed
+                    .then(|| std::str::from_utf8(previous).ok())
+                    .flatten()
+                    .map(|text| Zeroizing::new(text.to_string()));
                 for (member, value) in mapped_values(key, set)? {
                     let text = value.expose_str().ok_or_else(|| {
                         TargetError::Misconfigured(format!(
@@ -231,6 +238,17 @@ impl FileTarget {
                         ))
                     })?;
                     set_member(&mut document, member.as_str(), text, &self.spec.path)?;
+                    edited = edited.and_then(|current| {
+                        replace_value(&current, &member_segments(member.as_str()), text)
+                    });
+                }
+                // Kept only when it reads back as the same document, which
+                // also covers a member name given twice in the file.
+                if let Some(edited) = edited
+                    && serde_json::from_str::<serde_json::Value>(&edited).ok()
+                        == Some(document.clone())
+                {
+                    return Ok(SecretBytes::new(edited.as_bytes().to_vec()));
                 }
                 let mut bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
                 if !existed || previous.ends_with(b"\n") {
@@ -365,6 +383,14 @@ impl Target for FileTarget {
             }
             _ => {}
         }
+        if current.is_none() {
+            // Deleted after the push: recreating it would undo a change
+            // keywheel did not make, so the operator decides.
+            return Err(TargetError::ConcurrentModification(format!(
+                "{} was removed after the push; restore it by hand",
+                state.real_path.display()
+            )));
+        }
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
         if current.as_ref().map(SecretBytes::expose) != Some(desired.expose()) {
             // Someone else wrote the file after preflight: the new key is
@@ -403,6 +429,29 @@ fn parse_json(bytes: &[u8], path: &std::path::Path) -> Result<serde_json::Value,
     })
 }
 
+/// Splits a member name or a JSON pointer (`/a/b`) into member names.
+fn member_segments(member: &str) -> Vec<String> {
+    match member.strip_prefix('/') {
+        Some(pointer) => pointer
+            .split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+        None => vec![member.to_string()],
+    }
+}
+
+/// Returns `text` with the value at `segments` replaced by the string
+/// `value`, every other byte kept; `None` when the member is missing.
+fn replace_value(text: &str, segments: &[String], value: &str) -> Option<Zeroizing<String>> {
+    let (start, end) = json_span::value_span(text, segments)?;
+    let encoded = Zeroizing::new(serde_json::to_string(value).ok()?);
+    let mut edited = Zeroizing::new(String::with_capacity(text.len() + encoded.len()));
+    edited.push_str(&text[..start]);
+    edited.push_str(&encoded);
+    edited.push_str(&text[end..]);
+    Some(edited)
+}
+
 /// Sets a string member, by name or by JSON pointer, creating missing
 /// objects on the way. An existing non-object parent is an error.
 fn set_member(
@@ -411,13 +460,7 @@ fn set_member(
     text: &str,
     path: &std::path::Path,
 ) -> Result<(), TargetError> {
-    let segments: Vec<String> = match member.strip_prefix('/') {
-        Some(pointer) => pointer
-            .split('/')
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect(),
-        None => vec![member.to_string()],
-    };
+    let segments = member_segments(member);
     let mut node = document;
     for (index, segment) in segments.iter().enumerate() {
         let serde_json::Value::Object(object) = node else {

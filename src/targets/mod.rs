@@ -42,6 +42,7 @@
 pub mod aws_secret;
 pub mod dotenv;
 pub mod file;
+mod json_span;
 pub mod kubernetes;
 mod local;
 pub mod vault;

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{EXIT_OK, TestEnv, dotenv_value};
+use crate::support::{EXIT_ATTENTION, EXIT_OK, TestEnv, dotenv_value};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -34,16 +34,15 @@ targets:
 
 const ORIGINAL_ENV: &str = "# app settings\nexport DB_HOST=db.internal\nAPI_KEY=\"sk_test_original_value_000000\"  # rotated by keywheel\r\nEMPTY=\nLAST='x y'";
 
+/// Spacing and number spellings that a rewrite of the document would change.
+const ORIGINAL_JSON: &str = "{\"name\":\"app\",  \"timeout\": 1.50e1,\n  \"upstream\" : {\"url\": \"https://x\", \"api_key\": \"old\"}}\n";
+
 #[test]
 fn dotenv_rotation_changes_only_the_value() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), ORIGINAL_ENV).unwrap();
     std::fs::set_permissions(env.path("app.env"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::write(
-        env.path("config.json"),
-        "{\"name\": \"app\", \"upstream\": {\"url\": \"https://x\", \"api_key\": \"old\"}}\n",
-    )
-    .unwrap();
+    std::fs::write(env.path("config.json"), ORIGINAL_JSON).unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
 
     env.keywheel(&["run", playbook.to_str().unwrap()])
@@ -57,11 +56,9 @@ fn dotenv_rotation_changes_only_the_value() {
     assert_eq!(text, expected, "bytes other than the value changed");
     assert_eq!(mode(&env.path("app.env")), 0o640, "mode was not kept");
 
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.path("config.json")).unwrap()).unwrap();
-    assert_eq!(config["upstream"]["api_key"], key.as_str());
-    assert_eq!(config["upstream"]["url"], "https://x");
-    assert_eq!(config["name"], "app");
+    let config = std::fs::read_to_string(env.path("config.json")).unwrap();
+    let expected = ORIGINAL_JSON.replace("\"old\"", &format!("\"{key}\""));
+    assert_eq!(config, expected, "bytes other than the JSON value changed");
 
     let raw = std::fs::read_to_string(env.path("keys/api.key")).unwrap();
     assert_eq!(raw, key, "raw file holds exactly the key");
@@ -203,6 +200,7 @@ fn help_documents_exit_codes() {
         "2  bad usage",
         "3  the run is held",
         "4  locked",
+        "130  interrupted",
     ] {
         assert!(
             run.stdout.contains(line),
@@ -210,4 +208,50 @@ fn help_documents_exit_codes() {
             run.stdout
         );
     }
+}
+
+#[test]
+fn rollback_names_a_file_deleted_after_push() {
+    let env = TestEnv::new();
+    std::fs::write(env.path("app.env"), "API_KEY=original-value-0000\n").unwrap();
+    std::fs::write(
+        env.path("config.json"),
+        "{\"upstream\": {\"api_key\": \"old\"}}",
+    )
+    .unwrap();
+    let playbook = env.playbook("local.yaml", PLAYBOOK);
+    let path = playbook.to_str().unwrap();
+    // A full run tells how many records there are; the crash comes just
+    // before the last one, when every target holds the new key.
+    env.keywheel(&["run", path]).assert_code(EXIT_OK);
+    let records = std::fs::read_to_string(env.journal(&env.last_run_id()))
+        .unwrap()
+        .lines()
+        .count();
+    std::fs::write(env.path("app.env"), "API_KEY=original-value-0000\n").unwrap();
+    env.keywheel_crashing(&format!("after:{}", records - 1), &["run", path])
+        .assert_killed();
+    let run_id = env.last_run_id();
+    let pushed = dotenv_value(
+        &std::fs::read_to_string(env.path("app.env")).unwrap(),
+        "API_KEY",
+    )
+    .unwrap();
+    env.secret(&pushed);
+    std::fs::remove_file(env.path("config.json")).unwrap();
+
+    let rollback = env.keywheel(&["rollback", &run_id]);
+
+    rollback.assert_code(EXIT_ATTENTION);
+    let removed = format!(
+        "{} was removed after the push; restore it by hand",
+        env.path("config.json").display()
+    );
+    assert!(rollback.stderr.contains(&removed), "{}", rollback.stderr);
+    assert!(
+        !env.path("config.json").exists(),
+        "a deleted file came back"
+    );
+    let env_file = std::fs::read_to_string(env.path("app.env")).unwrap();
+    assert_eq!(env_file, "API_KEY=original-value-0000\n");
 }
