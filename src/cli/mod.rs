@@ -224,23 +224,34 @@ impl OverrideFlags {
 
 /// Runs the subcommand and returns the exit status.
 pub async fn dispatch(cli: Cli) -> ExitStatus {
+    let json = cli.json;
     // Biased, so that once Ctrl-C arrives it wins over a command that
     // became ready at the same time (say, a question whose read ended).
     tokio::select! {
         biased;
-        _ = tokio::signal::ctrl_c() => interrupted(),
+                _ = tokio::signal::ctrl_c() => interrupted(json),
         status = commands::dispatch(cli) => status,
     }
 }
 
 /// Tells the operator what an interrupted command left behind. The journal
 /// is durable up to the last step, so the run is exactly as after a crash.
-fn interrupted() -> ExitStatus {
-    match keywheel::engine::journal::current_run() {
-        Some(run) => eprintln!(
-            "\ninterrupted: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
+fn interrupted(json: bool) -> ExitStatus {
+    let run = keywheel::engine::journal::current_run();
+    let message = match &run {
+        Some(run) => format!(
+            "interrupted: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
         ),
-        None => eprintln!("\ninterrupted before any run started; nothing was changed"),
+        None => "interrupted before any run started; nothing was changed".to_string(),
+    };
+    eprintln!("\n{message}");
+    if json {
+        let value = serde_json::json!({
+            "error": message,
+            "exit_code": ExitStatus::Interrupted.code(),
+            "run_id": run.map(|run| run.to_string()),
+        });
+        println!("{value}");
     }
     ExitStatus::Interrupted
 }
