@@ -127,7 +127,9 @@ impl LocalStore {
     }
 
     fn write_holder_new(&self, path: &Path, holder: &LeaseHolder) -> Result<bool, StoreError> {
-        let temp = path.with_extension(format!("lock.{}.tmp", std::process::id()));
+        // Unique per call, since two threads of one process may race here.
+        let unique: u64 = rand::random();
+        let temp = path.with_extension(format!("lock.{}-{unique:016x}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
         fsutil::write_atomic(&temp, &json, PRIVATE_FILE_MODE)
             .map_err(io_error("cannot write", &temp))?;
@@ -148,9 +150,10 @@ impl LocalStore {
 impl LocalStore {
     /// Replaces the lock `stale` (whose holder is gone) with `holder`, so
     /// that of several processes taking it over at once exactly one wins.
-    /// The stale file is first moved aside, which only one process can do;
-    /// if what was moved is not `stale` (another process already took the
-    /// lock over), it is put back and the lock is reported held.
+    /// Takeovers hold an exclusive `flock` on a companion file, which the
+    /// kernel releases when its holder dies. Under it, the lock file is
+    /// read again and replaced by rename only if it is still `stale`. The
+    /// lock path never goes missing, so no plain acquire can slip in.
     fn replace_stale_lock(
         &self,
         name: &str,
@@ -158,27 +161,23 @@ impl LocalStore {
         stale: &LeaseHolder,
         holder: &LeaseHolder,
     ) -> Result<(), StoreError> {
-        let unique: u64 = rand::random();
-        let aside = path.with_extension(format!("lock.stale-{unique:016x}"));
-        match fs::rename(path, &aside) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                return self.lock_taken(name);
-            }
-            Err(err) => return Err(io_error("cannot move aside", path)(err)),
-        }
-        let moved = Self::read_holder(&aside).ok().flatten();
-        if moved.as_ref() != Some(stale) {
-            let _ = fs::hard_link(&aside, path);
-            let _ = fs::remove_file(&aside);
+        use std::os::unix::fs::OpenOptionsExt;
+        let guard_path = path.with_extension("lock.takeover");
+        let guard = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&guard_path)
+            .map_err(io_error("cannot open", &guard_path))?;
+        rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|err| io_error("cannot lock", &guard_path)(err.into()))?;
+        if Self::read_holder(path)?.as_ref() != Some(stale) {
             return self.lock_taken(name);
         }
-        let _ = fs::remove_file(&aside);
-        if self.write_holder_new(path, holder)? {
-            Ok(())
-        } else {
-            self.lock_taken(name)
-        }
+        let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
+        fsutil::write_atomic(path, &json, PRIVATE_FILE_MODE).map_err(io_error("cannot write", path))
+        // Dropping `guard` closes the file and releases the flock.
     }
 
     /// Reports the lock as held by whoever holds it now.
@@ -395,7 +394,7 @@ impl Store for LocalStore {
     async fn append_audit(&self, run: &RunId, line: &str) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.run_dir(run).join(AUDIT_LOG);
-                let mut file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
