@@ -71,7 +71,7 @@ impl Live<'_> {
                 key.id
             ),
             (Some(key), false) => format!(
-                "new key {} is gone and every other target holds its previous value again; {} held a value someone else wrote after preflight, left alone",
+                "new key {} is gone and every other target holds its previous value again; {} changed after preflight by someone else, so keywheel left it alone",
                 key.id,
                 left_alone.join(", ")
             ),

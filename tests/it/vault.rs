@@ -223,8 +223,9 @@ fn live_concurrent_write_stops_the_push() {
         run.stderr
     );
     assert!(
-        run.stderr
-            .contains("vault-app held a value someone else wrote after preflight, left alone"),
+        run.stderr.contains(
+            "vault-app changed after preflight by someone else, so keywheel left it alone"
+        ),
         "{}",
         run.stderr
     );
