@@ -3044,6 +3044,11 @@ def handle_control(emulator: Emulator, method: str, path: str,
 class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "k8s-emulator"
+    # Headers and body go out in separate writes. With Nagle's algorithm
+    # the body then waits for the client's delayed ACK of the headers, up
+    # to 40 ms on Linux, on every kept-alive connection. The real API
+    # server (Go's net/http) sets TCP_NODELAY, and so does this one.
+    disable_nagle_algorithm = True
     emulator: Emulator  # set on the subclass made by make_handler
     verbose = False
 
