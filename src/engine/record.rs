@@ -255,6 +255,23 @@ pub struct Record {
     pub event: Event,
 }
 
+/// A `run_started` event of `playbook` with placeholder facts, for tests.
+#[cfg(test)]
+pub(crate) fn run_started_for_test(run_id: &RunId, playbook: &str) -> Event {
+    Event::RunStarted {
+        run_id: run_id.clone(),
+        playbook: playbook.into(),
+        playbook_path: "/p.yaml".into(),
+        playbook_sha256: "00".into(),
+        mode: Mode::Scheduled,
+        host: "h".into(),
+        user: "u".into(),
+        pid: 1,
+        keywheel_version: "0".into(),
+        seal_key_id: "k".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
