@@ -559,8 +559,9 @@ async fn build(playbook: &Playbook, selection: Selection<'_>) -> Result<Built, E
         errors.push(err);
     }
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    let shared = crate::targets::shared::SharedClients::default();
     for spec in &playbook.targets {
-        match spec.build(&selection).await {
+        match spec.build(&selection, &shared).await {
             Ok(built) => targets.extend(built.into_iter().map(Arc::from)),
             Err(err) => errors.push(err),
         }

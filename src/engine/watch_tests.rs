@@ -152,9 +152,10 @@ impl Setup {
             old_disabled: self.old_disabled.clone(),
         });
         let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+        let shared = crate::targets::shared::SharedClients::default();
         for spec in &self.playbook.targets {
             let built = spec
-                .build(&crate::targets::Selection::Current)
+                .build(&crate::targets::Selection::Current, &shared)
                 .await
                 .unwrap();
             targets.extend(built.into_iter().map(Arc::from));

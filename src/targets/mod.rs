@@ -44,6 +44,7 @@ pub mod dotenv;
 pub mod file;
 pub mod kubernetes;
 mod local;
+pub mod shared;
 pub mod vault;
 
 use async_trait::async_trait;
@@ -152,10 +153,12 @@ impl TargetSpec {
     /// Builds the target's instances, reading the environment variables it
     /// names. Only a `kubernetes` entry with a namespace selector makes a
     /// call here, to list the namespaces, and only for
-    /// [`Selection::Current`].
+    /// [`Selection::Current`]. Targets built with the same `shared` share
+    /// their clients where their settings are equal.
     pub async fn build(
         &self,
         selection: &Selection<'_>,
+        shared: &shared::SharedClients,
     ) -> Result<Vec<Box<dyn Target>>, SetupError> {
         let setup = |(field, message): (&str, String)| SetupError {
             field: format!("{}.{field}", self.path),
@@ -167,11 +170,12 @@ impl TargetSpec {
                 Box::new(dotenv::DotenvTarget::new(&self.name, spec.clone()))
             }
             TargetKind::Vault(spec) => {
-                Box::new(vault::VaultTarget::new(&self.name, spec.clone()).map_err(setup)?)
+                Box::new(vault::VaultTarget::new(&self.name, spec.clone(), shared).map_err(setup)?)
             }
-            TargetKind::AwsSecret(spec) => {
-                Box::new(aws_secret::AwsSecretTarget::new(&self.name, spec.clone()).map_err(setup)?)
-            }
+            TargetKind::AwsSecret(spec) => Box::new(
+                aws_secret::AwsSecretTarget::new(&self.name, spec.clone(), shared)
+                    .map_err(setup)?,
+            ),
             TargetKind::Kubernetes(spec) => {
                 let targets = kubernetes::build(&self.name, spec, selection)
                     .await
