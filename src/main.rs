@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    keywheel::timings::start();
     cli::install_panic_hook();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
@@ -32,5 +33,8 @@ fn main() -> ExitCode {
         }
     };
     let status = runtime.block_on(cli::dispatch(args));
+    if let Some(summary) = keywheel::timings::summary() {
+        eprintln!("{summary}");
+    }
     ExitCode::from(status.code())
 }

@@ -101,6 +101,7 @@ impl Output {
     /// Prints a plain line to stderr (tables, plans).
     pub fn plain(&self, text: impl Display) {
         if !self.options.quiet {
+            crate::timings::note_output();
             let _ = writeln!(io::stderr().lock(), "{text}");
         }
     }
@@ -109,6 +110,7 @@ impl Output {
         if self.muted {
             return;
         }
+        crate::timings::note_output();
         let mut err = io::stderr().lock();
         let _ = if self.color {
             writeln!(err, "\x1b[1;{color}m{verb:>12}\x1b[0m {message}")
