@@ -21,7 +21,12 @@ pub async fn plan(
     retry: RetryPolicy,
     disabled_keys: Vec<String>,
 ) -> Result<Plan, EngineError> {
-    let (issuer, targets, watch) = build(playbook, Selection::Current).await?;
+    let super::Built {
+        issuer,
+        targets,
+        watch,
+        ..
+    } = build(playbook, Selection::Current).await?;
     let run_id = RunId::generate();
     let tcx = TargetCx {
         run_id: run_id.clone(),
@@ -39,7 +44,10 @@ pub async fn plan(
         .map(|target| {
             let tcx = &tcx;
             async move {
-                let result = target.preflight(tcx).await;
+                let limit = playbook.policy.target_timeout;
+                let result = tokio::time::timeout(limit, target.preflight(tcx))
+                    .await
+                    .unwrap_or(Err(crate::targets::TargetError::TimedOut(limit)));
                 (target, result)
             }
         })

@@ -135,6 +135,10 @@ pub enum Outcome {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetRecord {
     pub name: String,
+    /// The target's kind, such as `vault`. Journals written before kinds
+    /// were recorded have none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     pub location: String,
     pub state: serde_json::Value,
     pub summary: String,

@@ -66,16 +66,27 @@ pub struct Policy {
     pub on_partial_failure: PartialFailure,
     /// Maximum number of targets pushed at the same time.
     pub concurrency: usize,
+    /// Time limit of each target's preflight, push, restore or restart
+    /// call, retries included. A restart also gets the time the target
+    /// itself waits for its consumers.
+    pub target_timeout: std::time::Duration,
 }
 
 /// Default bound on concurrent pushes.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// Default time limit of one target call. It is well above what a slow
+/// server that answers needs: each request has its own timeout (30s by
+/// default) and retries stop after a minute of waiting, so a call still
+/// running after this long is taken as hung.
+pub const DEFAULT_TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             on_partial_failure: PartialFailure::Rollback,
             concurrency: DEFAULT_CONCURRENCY,
+            target_timeout: DEFAULT_TARGET_TIMEOUT,
         }
     }
 }
@@ -360,6 +371,21 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
                 );
             } else {
                 policy.concurrency = concurrency;
+            }
+        }
+    }
+    if let Some(value) = reader.value("target_timeout") {
+        let value_path = reader.path_of("target_timeout");
+        if let Some(timeout) = std::time::Duration::decode(value, &value_path, cx) {
+            if timeout.is_zero() {
+                cx.error_hint(
+                    value,
+                    &value_path,
+                    "target_timeout must be longer than 0s",
+                    "give the time one target call may take, for example 2m",
+                );
+            } else {
+                policy.target_timeout = timeout;
             }
         }
     }

@@ -255,6 +255,13 @@ pub enum TargetError {
     /// A quota of the server is reached; repeating cannot help.
     #[error("{0}")]
     LimitReached(String),
+    /// The engine stopped the call at the playbook's `target_timeout`.
+    /// Whether its writes took effect is unknown.
+    #[error(
+        "timed out after {}; the call was stopped, so whether it wrote anything is unknown",
+        crate::playbook::decode::format_duration(*.0)
+    )]
+    TimedOut(std::time::Duration),
 }
 
 impl TargetError {
@@ -269,6 +276,7 @@ impl TargetError {
             Self::RolloutFailed(_) => "rollout_failed",
             Self::InvalidResponse(_) => "invalid_response",
             Self::LimitReached(_) => "limit_reached",
+            Self::TimedOut(_) => "timed_out",
         }
     }
 }
@@ -315,6 +323,13 @@ pub trait Target: Send + Sync {
     /// restarts nothing, and the engine then never calls `restart`.
     fn restarts(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Returns how long `restart` may wait for its consumers beyond the
+    /// time its calls take (a rollout's deadline). The engine adds it to the
+    /// playbook's `target_timeout` when it bounds a restart.
+    fn restart_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
     /// Restarts the consumers so that they load the values stored now, and

@@ -8,6 +8,7 @@ mod aws;
 mod aws_crash;
 mod command_issuer;
 mod crash;
+mod fanout;
 mod http_crash;
 mod http_issuer;
 mod journal;
