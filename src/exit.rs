@@ -15,6 +15,8 @@ pub enum ExitStatus {
     Attention = 3,
     /// Another run holds the playbook's lock, or has not finished.
     Locked = 4,
+    /// Stopped by Ctrl-C (SIGINT); the run is unfinished, as after a crash.
+    Interrupted = 130,
 }
 
 impl ExitStatus {
@@ -30,4 +32,5 @@ Exit codes:
   1  the run failed and everything is as it was (rolled back, or nothing changed)
   2  bad usage or invalid playbook; nothing was contacted
   3  the run is held or needs attention: run `keywheel status` for what to do
-  4  locked: another run of the playbook is running or unfinished";
+    4  locked: another run of the playbook is running or unfinished
+130  interrupted by Ctrl-C: the run is unfinished; `keywheel status` says what to do";

@@ -163,6 +163,9 @@ impl Response {
     }
 
     /// Parses the body as JSON; the error describes what came instead.
+    // NOTE: the parsed value holds any secret in the body (the secret of a
+    // created key) in plain `String`s, which serde_json does not zero when
+    // they are dropped; only the body buffer is zeroed.
     pub fn json(&self, redactor: &Redactor) -> Result<Value, String> {
         if self.looks_like_html() {
             return Err(self.describe(redactor));
@@ -330,6 +333,27 @@ impl BaseUrl {
             (None, Some(name)) => Some(Self::Env(name)),
             (None, None) => None,
         }
+    }
+
+    /// Returns the schema of the fields [`BaseUrl::decode`] reads, and the rule
+    /// that at most one of them is set.
+    pub fn schema_properties(
+        of: &str,
+    ) -> (Vec<(&'static str, serde_json::Value)>, serde_json::Value) {
+        use crate::playbook::schema::{at_most_one, env_name};
+        let base_url = serde_json::json!({
+            "description": format!("Base URL of relative {of} URLs, such as https://api.example.com."),
+            "type": "string",
+            "pattern": "^https?://",
+        });
+        let base_url_env = env_name(
+            &format!("Environment variable holding the base URL of relative {of} URLs."),
+            None,
+        );
+        (
+            vec![("base_url", base_url), ("base_url_env", base_url_env)],
+            at_most_one(&["base_url", "base_url_env"]),
+        )
     }
 
     /// The URL, reading the environment variable when there is one.

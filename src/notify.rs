@@ -21,6 +21,7 @@ use crate::playbook::decode::{Cx, Decode, FieldPath, MapReader, decode_choice};
 use crate::playbook::yaml::{Node, Value};
 
 const EVENTS: &[&str] = &["start", "success", "failure", "rollback", "needs_attention"];
+const FORMATS: &[&str] = &["slack", "json"];
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a run reached, as far as notifications are concerned.
@@ -112,12 +113,10 @@ impl NotifySpec {
             ],
         };
         let format = match reader.value("format") {
-            Some(value) => {
-                match decode_choice(value, &reader.path_of("format"), cx, &["slack", "json"]) {
-                    Some("json") => Format::Json,
-                    _ => Format::Slack,
-                }
-            }
+            Some(value) => match decode_choice(value, &reader.path_of("format"), cx, FORMATS) {
+                Some("json") => Format::Json,
+                _ => Format::Slack,
+            },
             None => Format::Slack,
         };
         reader.finish(cx);
@@ -125,6 +124,51 @@ impl NotifySpec {
             webhook_env,
             events,
             format,
+        })
+    }
+
+    /// Returns the schema of `notify:`.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{choice, env_name, object, rejected};
+        let events = serde_json::json!({
+            "description": "Events that are sent (default: all); needs_attention covers held \
+                            runs and runs that need attention.",
+            "type": "array",
+            "items": {"enum": EVENTS},
+            "default": EVENTS,
+        });
+        let webhook = object(
+            "One webhook. A notification that fails is a warning and never changes the run.",
+            vec![
+                (
+                    "webhook_env",
+                    env_name(
+                        "Environment variable holding the webhook URL; the URL is never \
+                         written in a playbook or printed.",
+                        None,
+                    ),
+                ),
+                (
+                    "webhook",
+                    rejected("Never written in a playbook: name the variable in `webhook_env`."),
+                ),
+                ("events", events),
+                (
+                    "format",
+                    choice(
+                        "{\"text\": ...} for Slack, Mattermost and Rocket.Chat (slack), or \
+                         {\"event\": ..., \"report\": ...} with the --json run report (json).",
+                        FORMATS,
+                        Some("slack"),
+                    ),
+                ),
+            ],
+            &["webhook_env"],
+        );
+        serde_json::json!({
+            "description": "Webhooks told of a run's start and end.",
+            "type": "array",
+            "items": webhook,
         })
     }
 }
@@ -161,7 +205,7 @@ fn decode_events(node: &Node, path: &FieldPath, cx: &mut Cx) -> Vec<NotifyEvent>
 pub async fn send(specs: &[NotifySpec], event: NotifyEvent, report: &RunReport, out: &Output) {
     for spec in specs.iter().filter(|spec| spec.events.contains(&event)) {
         if let Err(message) = send_one(spec, event, report).await {
-            tracing::warn!(webhook_env = %spec.webhook_env, event = event.name(), "notification failed: {message}");
+            tracing::debug!(webhook_env = %spec.webhook_env, event = event.name(), "notification failed: {message}");
             out.warn(format!(
                 "notification to the webhook in {} failed: {message}; the run is not affected",
                 spec.webhook_env
@@ -191,13 +235,12 @@ async fn send_one(spec: &NotifySpec, event: NotifyEvent, report: &RunReport) -> 
         .build()
         .map_err(|err| format!("cannot build an HTTP client: {err}"))?;
     // Errors are described without the URL, which may hold a credential.
-    let response = client.post(url).json(&body).send().await.map_err(|err| {
-        if err.is_timeout() {
-            "timed out".to_string()
-        } else {
-            "the request failed".to_string()
-        }
-    })?;
+    let response = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|err| describe_send_error(&err))?;
     if !response.status().is_success() {
         return Err(format!(
             "the webhook answered status {}",
@@ -205,6 +248,25 @@ async fn send_one(spec: &NotifySpec, event: NotifyEvent, report: &RunReport) -> 
         ));
     }
     Ok(())
+}
+
+/// Describes why a request failed from the error's causes, leaving out the
+/// top-level message, which names the URL.
+fn describe_send_error(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut text = if err.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn slack_text(event: NotifyEvent, report: &RunReport) -> String {

@@ -72,10 +72,12 @@ where
         };
         let delay = backoff_delay(policy, number, retry_after);
         if number >= policy.max_attempts || waited + delay > policy.max_elapsed {
-            tracing::warn!(call = what, attempts = number, %error, "giving up after retries");
+            tracing::info!(call = what, attempts = number, %error, "giving up after retries");
             return Err(error);
         }
-        tracing::warn!(
+        // Info, not warn: the final error reports the failure, and one line
+        // per retry at the default level would flood cron logs.
+        tracing::info!(
             call = what,
             attempt = number,
             delay_ms = delay.as_millis() as u64,

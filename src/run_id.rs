@@ -1,5 +1,6 @@
-//! Run identifiers: `YYYYMMDD-HHMMSS-xxxxxx`, UTC start time plus six random
-//! hex digits, so that ids sort by start time and are safe as file names.
+//! Run identifiers: `YYYYMMDD-HHMMSS-mmmxxx`, the UTC start time to the
+//! millisecond (`mmm`) followed by three random hex digits, so that ids sort
+//! by start time and are safe as file names.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,8 +16,9 @@ impl RunId {
     pub fn generate() -> Self {
         let now = jiff::Timestamp::now();
         let stamp = now.strftime("%Y%m%d-%H%M%S").to_string();
-        let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
-        Self(format!("{stamp}-{suffix:06x}"))
+        let millis = now.subsec_millisecond();
+        let random: u16 = rand::random::<u16>() & 0x0fff;
+        Self(format!("{stamp}-{millis:03}{random:03x}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -85,6 +87,14 @@ mod tests {
     fn generated_ids_are_valid() {
         let id = RunId::generate();
         assert!(RunId::is_valid(id.as_str()), "{id}");
+    }
+
+    #[test]
+    fn ids_within_a_second_sort_by_time() {
+        let first = RunId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = RunId::generate();
+        assert!(first < second, "{first} >= {second}");
     }
 
     #[test]

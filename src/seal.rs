@@ -102,6 +102,8 @@ impl fmt::Debug for Sealer {
 /// Where a seal key was loaded from, for messages.
 #[derive(Clone, Debug)]
 pub enum KeySource {
+    /// A throwaway key for commands that never open a sealed value.
+    Ephemeral,
     Environment,
     File(PathBuf),
     Created(PathBuf),
@@ -144,6 +146,31 @@ impl Sealer {
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new_from_slice(self.key.as_ref())
             .expect("seal keys are always 32 bytes, the XChaCha20-Poly1305 key size")
+    }
+
+    /// Loads the seal key like [`Sealer::load`], but returns `None` instead
+    /// of creating the default key file when no key exists.
+    pub fn load_existing(
+        key_file: Option<&Path>,
+        state_dir: &Path,
+    ) -> Result<Option<(Self, KeySource)>, SealError> {
+        let exists = std::env::var_os(SEAL_KEY_ENV).is_some()
+            || key_file.is_some()
+            || state_dir.join(DEFAULT_KEY_FILE).exists();
+        if !exists {
+            return Ok(None);
+        }
+        Self::load(key_file, state_dir).map(Some)
+    }
+
+    /// A sealer with a random key kept nowhere, for commands that only read
+    /// public records and never open a sealed value.
+    pub fn ephemeral() -> Self {
+        let mut key = [0u8; KEY_LEN];
+        // Nothing sealed with this key is ever kept, so a failing random
+        // source only makes the key predictable, not a secret exposed.
+        let _ = crate::secret::os_random(&mut key);
+        Self::from_key(key)
     }
 
     /// Fingerprint of the key: safe to show and to store.

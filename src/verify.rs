@@ -57,6 +57,8 @@ use crate::template::{self, Root, Scope, Template, Vars};
 const DEFAULT_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+const DEFAULT_STATUS: u16 = 200;
+const STAGES: &[&str] = &["generate", "push"];
 
 /// Backoff between probe attempts: from 250 ms, doubling, up to 5 s.
 const PROBE_BACKOFF: RetryPolicy = RetryPolicy {
@@ -191,6 +193,43 @@ impl VerifySpec {
         })
     }
 
+    /// Returns the schema of `verify:`.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{duration, object, with_rules};
+        let (mut properties, base_url_rule) = BaseUrl::schema_properties("probe");
+        properties.extend([
+            (
+                "propagation_timeout",
+                duration(
+                    "How long a failing probe is retried while the new key propagates.",
+                    Some(DEFAULT_PROPAGATION_TIMEOUT),
+                ),
+            ),
+            (
+                "timeout",
+                duration("Timeout of each request.", Some(DEFAULT_TIMEOUT)),
+            ),
+            (
+                "probes",
+                serde_json::json!({
+                    "description": "Requests made with the new key after generate and after push.",
+                    "type": "array",
+                    "items": probe_schema(false),
+                }),
+            ),
+            ("revoked", probe_schema(true)),
+        ]);
+        let schema = object(
+            "Probes that show the service accepts the new key, and refuses the old one \
+             once it is revoked.",
+            properties,
+            &[],
+        );
+        let some_probe =
+            serde_json::json!({"anyOf": [{"required": ["probes"]}, {"required": ["revoked"]}]});
+        with_rules(schema, vec![base_url_rule, some_probe])
+    }
+
     /// Checks what a run needs from the environment, before anything is
     /// contacted.
     pub fn check_setup(&self) -> Result<(), SetupError> {
@@ -240,6 +279,68 @@ fn check_uses(node: &Node, path: &FieldPath, cx: &mut Cx, probe: &ProbeSpec, roo
     }
 }
 
+/// Returns the schema of a probe. With `revoked`, it is the probe made with
+/// the old key, which has no `name` and no `after`.
+fn probe_schema(revoked: bool) -> serde_json::Value {
+    use crate::playbook::schema::{choice, headers, name, object, statuses};
+    let mut properties = Vec::new();
+    if !revoked {
+        properties.push(("name", name("Names the probe in output.")));
+    }
+    let url = serde_json::json!({
+        "description": "A path joined to the base URL, or an absolute URL.",
+        "type": "string",
+        "minLength": 1,
+    });
+    properties.extend([
+        ("method", choice("HTTP method.", METHODS, Some("GET"))),
+        ("url", url),
+        (
+            "headers",
+            headers("Request headers; values may contain placeholders."),
+        ),
+        (
+            "body",
+            serde_json::json!({"description": "Request body, written as YAML and sent as JSON."}),
+        ),
+        (
+            "expect_status",
+            statuses("Statuses that mean the probe passed.", &[DEFAULT_STATUS]),
+        ),
+        (
+            "expect_json",
+            serde_json::json!({
+                "description": "JSON pointer in the response body to the value expected there.",
+                "type": "object",
+                "propertyNames": {"pattern": crate::playbook::schema::POINTER_PATTERN},
+            }),
+        ),
+    ]);
+    if !revoked {
+        let stage = serde_json::json!({"enum": STAGES});
+        properties.push((
+            "after",
+            serde_json::json!({
+                "description": "When the probe runs: after generate, after push, or both.",
+                "type": "array",
+                "minItems": 1,
+                "items": stage,
+                "default": STAGES,
+            }),
+        ));
+    }
+    let (description, required): (&str, &[&str]) = if revoked {
+        (
+            "A probe made with the old key once it is revoked; when it does not pass, \
+             the run completes with a warning that revocation is not confirmed.",
+            &["url"],
+        )
+    } else {
+        ("A request made with the new key.", &["name", "url"])
+    };
+    object(description, properties, required)
+}
+
 fn decode_probe(
     node: &Node,
     path: &FieldPath,
@@ -275,17 +376,21 @@ fn decode_probe(
     };
     let expect_status = match reader.value("expect_status") {
         Some(status_node) => decode_statuses(status_node, &reader.path_of("expect_status"), cx),
-        None => vec![200],
+        None => vec![DEFAULT_STATUS],
     };
     let expect_json = match reader.value("expect_json") {
         Some(json_node) => decode_expect_json(json_node, &reader.path_of("expect_json"), cx),
         None => Vec::new(),
     };
-    let (after_generate, after_push) = match reader.value("after") {
-        Some(after_node) if fixed_name.is_none() => {
-            decode_after(after_node, &reader.path_of("after"), cx)
-        }
-        _ => (true, true),
+    // The revocation probe runs once, after revoke, so it has no `after`
+    // and an `after` there is reported as unknown.
+    let after_node = match fixed_name {
+        None => reader.value("after"),
+        Some(_) => None,
+    };
+    let (after_generate, after_push) = match after_node {
+        Some(node) => decode_after(node, &reader.path_of("after"), cx),
+        None => (true, true),
     };
     reader.finish(cx);
     Some(ProbeSpec {
@@ -599,6 +704,20 @@ mod tests {
         assert!(!probe.after_generate);
         assert!(probe.after_push);
         assert_eq!(spec.revoked.unwrap().expect_status, [401]);
+    }
+
+    #[test]
+    fn revoked_probe_has_no_after() {
+        let (_, cx) = decode_text(
+            "base_url: http://127.0.0.1:1\nrevoked:\n  url: /x\n  headers:\n    A: \"{{ old.secret }}\"\n  after: [push]\n",
+        );
+        let error = cx
+            .diagnostics
+            .iter()
+            .find(|d| d.message == "unknown field `after`")
+            .unwrap();
+        assert_eq!(error.path, "verify.revoked.after");
+        assert_eq!(error.line, 6);
     }
 
     #[test]

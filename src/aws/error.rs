@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
@@ -46,6 +47,9 @@ pub struct AwsError {
     pub code: Option<String>,
     pub message: String,
     pub status: Option<u16>,
+    /// The response's `Retry-After`, when it had one: the least time to
+    /// wait before repeating.
+    pub retry_after: Option<Duration>,
 }
 
 impl fmt::Display for AwsError {
@@ -68,6 +72,7 @@ impl AwsError {
             code: None,
             message: message.into(),
             status: None,
+            retry_after: None,
         }
     }
 
@@ -92,14 +97,19 @@ impl AwsError {
                 };
                 let class = match code.as_deref() {
                     Some(code) => classify_code(code, status),
-                    None if status >= 500 => ErrorClass::Transient,
-                    None => ErrorClass::Other,
+                    None => classify_status(status),
                 };
+                let retry_after = context
+                    .raw()
+                    .headers()
+                    .get("retry-after")
+                    .and_then(crate::retry::parse_retry_after);
                 Self {
                     class,
                     code,
                     message,
                     status: Some(status),
+                    retry_after,
                 }
             }
             SdkError::TimeoutError(_) => Self {
@@ -107,6 +117,7 @@ impl AwsError {
                 code: None,
                 message: "the request timed out".into(),
                 status: None,
+                retry_after: None,
             },
             SdkError::DispatchFailure(failure) => {
                 let message = match failure.as_connector_error() {
@@ -123,19 +134,33 @@ impl AwsError {
                     code: None,
                     message,
                     status: None,
+                    retry_after: None,
                 }
             }
             SdkError::ResponseError(context) => {
                 let status = context.raw().status().as_u16();
+                // A body cut short by the connection (a reset, a close
+                // before Content-Length) fails with an I/O error, unlike
+                // a body that arrived whole and failed to parse.
+                let source = std::error::Error::source(&err);
+                let lost = source.is_some_and(has_io_cause);
+                let class = if status >= 500 || lost {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Other
+                };
+                let message = match source {
+                    Some(source) => {
+                        format!("cannot read the answer (HTTP {status}): {}", causes(source))
+                    }
+                    None => format!("cannot read the answer (HTTP {status})"),
+                };
                 Self {
-                    class: if status >= 500 {
-                        ErrorClass::Transient
-                    } else {
-                        ErrorClass::Other
-                    },
+                    class,
                     code: None,
-                    message: format!("cannot read the answer (HTTP {status})"),
+                    message,
                     status: Some(status),
+                    retry_after: None,
                 }
             }
             _ => {
@@ -153,6 +178,7 @@ impl AwsError {
                     code: None,
                     message,
                     status: None,
+                    retry_after: None,
                 }
             }
         }
@@ -165,6 +191,18 @@ impl AwsError {
     pub fn has_code(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
+}
+
+/// Whether `error` or one of its causes is an I/O error.
+fn has_io_cause(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// `error` and its causes, joined by ": ", each by its `Display` only.
@@ -180,6 +218,16 @@ fn causes(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Classifies an error answer without an AWS error code by its status: a
+/// proxy or load balancer in front of AWS answers this way.
+fn classify_status(status: u16) -> ErrorClass {
+    match status {
+        429 => ErrorClass::Throttled,
+        500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Other,
+    }
 }
 
 /// Maps an AWS error code to its class. Codes are shared across the query
@@ -233,8 +281,7 @@ pub fn classify_code(code: &str, status: u16) -> ErrorClass {
         | "DecryptionFailure"
         | "EncryptionFailure"
         | "MalformedPolicyDocumentException" => ErrorClass::Invalid,
-        _ if status >= 500 => ErrorClass::Transient,
-        _ => ErrorClass::Other,
+        _ => classify_status(status),
     }
 }
 
@@ -275,7 +322,11 @@ where
                     _ => false,
                 };
                 if repeat {
-                    Failure::retryable(err)
+                    let retry_after = err.retry_after;
+                    Failure::Retryable {
+                        error: err,
+                        retry_after,
+                    }
                 } else {
                     Failure::Fatal(err)
                 }
@@ -317,7 +368,20 @@ mod tests {
     #[test]
     fn unknown_codes_follow_the_status() {
         assert_eq!(classify_code("SomethingNew", 503), ErrorClass::Transient);
+        assert_eq!(classify_code("SomethingNew", 429), ErrorClass::Throttled);
         assert_eq!(classify_code("SomethingNew", 400), ErrorClass::Other);
+    }
+
+    #[test]
+    fn io_errors_are_found_among_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read the body")]
+        struct Body(#[source] std::io::Error);
+
+        let cut = Body(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        assert!(has_io_cause(&cut));
+        let parse = serde_json::from_str::<u8>("x").unwrap_err();
+        assert!(!has_io_cause(&parse));
     }
 
     #[test]
@@ -327,6 +391,7 @@ mod tests {
             code: Some("ThrottlingException".into()),
             message: "Rate exceeded".into(),
             status: Some(400),
+            retry_after: None,
         };
         assert_eq!(
             err.to_string(),

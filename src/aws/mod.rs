@@ -84,6 +84,48 @@ impl AwsSpec {
         }
     }
 
+    /// Returns the schema of the fields [`AwsSpec::decode`] reads.
+    pub fn schema_properties() -> Vec<(&'static str, serde_json::Value)> {
+        use crate::playbook::schema::{duration, env_name, rejected};
+        let region = serde_json::json!({
+            "description": "AWS region, such as us-east-1 (default: the standard AWS chain).",
+            "type": "string",
+            "pattern": "^[a-z][a-z0-9-]{0,31}$",
+        });
+        let profile = serde_json::json!({
+            "description": "A profile of the shared AWS config files (default: the standard AWS chain).",
+            "type": "string",
+        });
+        let mut properties = vec![
+            ("region", region),
+            ("profile", profile),
+            (
+                "endpoint_url_env",
+                env_name(
+                    "Environment variable holding an endpoint URL, for emulators; without \
+                     it the SDK reads AWS_ENDPOINT_URL.",
+                    None,
+                ),
+            ),
+            (
+                "timeout",
+                duration("Timeout of each HTTP attempt.", Some(DEFAULT_TIMEOUT)),
+            ),
+        ];
+        let credential = rejected(
+            "Never written in a playbook: keywheel takes AWS credentials from the \
+             standard chain (environment, profile, SSO, a role).",
+        );
+        for field in CREDENTIAL_FIELDS {
+            properties.push((field, credential.clone()));
+        }
+        properties.push((
+            "endpoint_url",
+            rejected("Never written in a playbook: name a variable in `endpoint_url_env`."),
+        ));
+        properties
+    }
+
     /// Reads the environment variable the spec names. Errors name the
     /// playbook field concerned.
     pub fn resolve(&self) -> Result<AwsSettings, (&'static str, String)> {

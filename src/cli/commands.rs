@@ -24,15 +24,36 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
     }));
     let result = match &cli.command {
         Command::Validate { playbooks } => Ok(validate(&out, playbooks, cli.json)),
-        Command::Plan { playbook } => plan(&cli, &out, playbook).await,
+        Command::Plan {
+            playbook,
+            emergency,
+        } => {
+            let mode = if *emergency {
+                Mode::Emergency
+            } else {
+                Mode::Normal
+            };
+            plan(&cli, &out, playbook, mode).await
+        }
         Command::Run {
             playbook,
             break_lock,
             if_due,
+            emergency,
             overrides,
         } => {
-            let overrides = overrides.to_overrides();
-            run(&cli, &out, playbook, *break_lock, *if_due, overrides).await
+            let request = RunRequest {
+                path: playbook,
+                break_lock: *break_lock,
+                if_due: *if_due,
+                mode: if *emergency {
+                    Mode::Emergency
+                } else {
+                    Mode::Normal
+                },
+                overrides: overrides.to_overrides(),
+            };
+            run(&cli, &out, request).await
         }
         Command::Resume {
             run,
@@ -49,6 +70,30 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         }
         Command::Due { playbooks } => due(&cli, &out, playbooks).await,
         Command::Report { run } => report(&cli, &out, run).await,
+        Command::Init {
+            issuer,
+            targets,
+            name,
+            output,
+            force,
+        } => {
+            let request = InitRequest {
+                issuer,
+                targets,
+                name: name.as_deref(),
+                output: output.as_deref(),
+                force: *force,
+            };
+            Ok(init(&out, &request))
+        }
+        Command::Schema => {
+            let schema = playbook::schema::playbook();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(ExitStatus::Success)
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "keywheel", &mut std::io::stdout());
@@ -101,6 +146,30 @@ fn engine(
     let dir = state_dir(cli);
     let store = LocalStore::open(&dir)?;
     let (sealer, source) = Sealer::load(cli.seal_key_file.as_deref(), &dir)?;
+    build_engine(out, store, sealer, source, break_lock, overrides)
+}
+
+/// An engine for commands that only read runs (`status`, `history`,
+/// `report`, `due`): they never seal or unseal, so a missing seal key is
+/// not created for them.
+fn reading_engine(cli: &Cli, out: &Arc<Output>) -> Result<Engine, EngineError> {
+    let dir = state_dir(cli);
+    let store = LocalStore::open(&dir)?;
+    let (sealer, source) = match Sealer::load_existing(cli.seal_key_file.as_deref(), &dir)? {
+        Some(loaded) => loaded,
+        None => (Sealer::ephemeral(), KeySource::Ephemeral),
+    };
+    build_engine(out, store, sealer, source, false, Overrides::default())
+}
+
+fn build_engine(
+    out: &Arc<Output>,
+    store: LocalStore,
+    sealer: Sealer,
+    source: KeySource,
+    break_lock: bool,
+    overrides: Overrides,
+) -> Result<Engine, EngineError> {
     if let KeySource::Created(path) = source {
         out.status(
             "Created",
@@ -172,6 +241,55 @@ fn validate(out: &Output, paths: &[PathBuf], json: bool) -> ExitStatus {
     }
 }
 
+/// The options of `keywheel init`.
+struct InitRequest<'a> {
+    issuer: &'a str,
+    targets: &'a [String],
+    name: Option<&'a str>,
+    output: Option<&'a Path>,
+    force: bool,
+}
+
+fn init(out: &Output, request: &InitRequest<'_>) -> ExitStatus {
+    let name = match request.name {
+        Some(name) => name.to_string(),
+        None => playbook::init::default_name(request.output),
+    };
+    let targets: Vec<&str> = request.targets.iter().map(String::as_str).collect();
+    let options = playbook::init::Options {
+        issuer: request.issuer,
+        targets: &targets,
+        name: &name,
+    };
+    let text = match playbook::init::render(&options) {
+        Ok(text) => text,
+        Err(err) => {
+            out.error(err.to_string());
+            return ExitStatus::Usage;
+        }
+    };
+    let Some(path) = request.output else {
+        print!("{text}");
+        return ExitStatus::Success;
+    };
+    match playbook::init::write(path, &text, request.force) {
+        Ok(()) => {
+            out.status(
+                "Wrote",
+                format!(
+                    "{}; fill in every change-me, then run `keywheel validate {0}`",
+                    path.display()
+                ),
+            );
+            ExitStatus::Success
+        }
+        Err(err) => {
+            out.error(err.to_string());
+            ExitStatus::Usage
+        }
+    }
+}
+
 fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json::Value {
     diagnostics
         .iter()
@@ -179,13 +297,13 @@ fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json:
         .collect()
 }
 
-async fn plan(cli: &Cli, out: &Output, path: &Path) -> Result<ExitStatus, EngineError> {
+async fn plan(cli: &Cli, out: &Output, path: &Path, mode: Mode) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
     for warning in &book.warnings {
         out.warn(format!("{}: {warning}", path.display()));
     }
     let disabled = disabled_keys(cli, &book.name).await;
-    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled).await?;
+    let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled, mode).await?;
     if cli.json {
         println!(
             "{}",
@@ -224,17 +342,23 @@ async fn disabled_keys(cli: &Cli, playbook: &str) -> Vec<String> {
         })
 }
 
+/// What `keywheel run` was asked to do.
+struct RunRequest<'a> {
+    path: &'a Path,
+    break_lock: bool,
+    if_due: bool,
+    mode: Mode,
+    overrides: Overrides,
+}
+
 async fn run(
     cli: &Cli,
     out: &Arc<Output>,
-    path: &Path,
-    break_lock: bool,
-    if_due: bool,
-    overrides: Overrides,
+    request: RunRequest<'_>,
 ) -> Result<ExitStatus, EngineError> {
-    let book = playbook::load(path)?;
-    let engine = engine(cli, out, break_lock, overrides)?;
-    if if_due {
+    let book = playbook::load(request.path)?;
+    let engine = engine(cli, out, request.break_lock, request.overrides)?;
+    if request.if_due {
         let due = engine.due_status(&book).await?;
         if !due.due {
             out.status(
@@ -251,7 +375,7 @@ async fn run(
             return Ok(ExitStatus::Success);
         }
     }
-    let report = engine.run(book, Mode::Scheduled).await;
+    let report = engine.run(book, request.mode).await;
     write_textfile(cli, out, &engine).await;
     Ok(finish(out, &report?, cli.json, false))
 }
@@ -275,7 +399,7 @@ async fn write_textfile(cli: &Cli, out: &Output, engine: &Engine) {
 }
 
 async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let mut statuses = Vec::new();
     for path in paths {
         let book = playbook::load(path)?;
@@ -304,7 +428,7 @@ async fn due(cli: &Cli, out: &Arc<Output>, paths: &[PathBuf]) -> Result<ExitStat
 }
 
 async fn report(cli: &Cli, out: &Arc<Output>, run: &str) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let (report, audit) = engine.audit_log(run).await?;
     if cli.json {
         let events: Vec<serde_json::Value> = audit
@@ -381,7 +505,7 @@ async fn status(
     out: &Arc<Output>,
     run: Option<String>,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let selector = match run {
         Some(id) => RunSelector::Id(id),
         None => RunSelector::Current,
@@ -408,7 +532,7 @@ async fn history(
     playbook: Option<&str>,
     limit: usize,
 ) -> Result<ExitStatus, EngineError> {
-    let engine = engine(cli, out, false, Overrides::default())?;
+    let engine = reading_engine(cli, out)?;
     let reports = engine.history(playbook, limit).await?;
     if cli.json {
         println!(

@@ -4,6 +4,7 @@ mod commands;
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use keywheel::exit::{EXIT_CODES_HELP, ExitStatus};
 
@@ -76,6 +77,9 @@ pub enum Command {
     Plan {
         #[arg(value_name = "PLAYBOOK")]
         playbook: PathBuf,
+        /// Show the order of `run --emergency`
+        #[arg(long)]
+        emergency: bool,
     },
     /// Rotate the credential a playbook describes
     Run {
@@ -86,8 +90,14 @@ pub enum Command {
         break_lock: bool,
         /// Do nothing, and exit 0, while the last successful rotation is
         /// younger than the playbook's max_age
-        #[arg(long)]
+        #[arg(long, conflicts_with = "emergency")]
         if_due: bool,
+        /// Rotate a leaked key: no overlap window, the old key is revoked as
+        /// soon as every target holds the new one (or before the push, with
+        /// `emergency: {revoke: before_push}` in the playbook), the watch
+        /// only reports, and the leaked key is never put back
+        #[arg(long)]
+        emergency: bool,
         #[command(flatten)]
         overrides: OverrideFlags,
     },
@@ -127,6 +137,39 @@ pub enum Command {
         #[arg(value_name = "RUN")]
         run: String,
     },
+    /// Write a commented playbook for an issuer and targets, to start from
+    Init {
+        /// The issuer kind: where new keys come from
+        #[arg(
+            long,
+            value_name = "KIND",
+            value_parser = PossibleValuesParser::new(keywheel::issuers::KINDS)
+        )]
+        issuer: String,
+        /// A target kind: a place the key is written to; repeat the option
+        /// for more targets
+        #[arg(
+            long = "target",
+            value_name = "KIND",
+            required = true,
+            value_parser = PossibleValuesParser::new(keywheel::targets::KINDS)
+        )]
+        targets: Vec<String>,
+        /// Name of the credential, which names its lock and run history
+        /// [default: the output file's name without extension, else
+        /// change-me]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Write the playbook to FILE (mode 0644, because a playbook contains
+        /// no secrets) instead of stdout
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace FILE when it exists
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
+    /// Print the JSON Schema of the playbook format, for editors
+    Schema,
     /// Print a shell completion script
     Completions {
         #[arg(value_name = "SHELL")]
@@ -182,7 +225,22 @@ impl OverrideFlags {
 
 /// Runs the subcommand and returns the exit status.
 pub async fn dispatch(cli: Cli) -> ExitStatus {
-    commands::dispatch(cli).await
+    tokio::select! {
+        status = commands::dispatch(cli) => status,
+        _ = tokio::signal::ctrl_c() => interrupted(),
+    }
+}
+
+/// Tells the operator what an interrupted command left behind. The journal
+/// is durable up to the last step, so the run is exactly as after a crash.
+fn interrupted() -> ExitStatus {
+    match keywheel::engine::journal::current_run() {
+        Some(run) => eprintln!(
+            "\ninterrupted: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
+        ),
+        None => eprintln!("\ninterrupted before any run started; nothing was changed"),
+    }
+    ExitStatus::Interrupted
 }
 
 /// Sends logs to stderr. `KEYWHEEL_LOG` overrides the level with a
@@ -204,8 +262,12 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let filter = std::env::var("KEYWHEEL_LOG").unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only on a terminal, so that cron logs get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -18,6 +18,15 @@ use super::state::RunState;
 use crate::run_id::RunId;
 use crate::store::{RawRecord, Store, StoreError};
 
+/// The run this process is working on, for the message printed when it is
+/// interrupted.
+static CURRENT_RUN: std::sync::Mutex<Option<RunId>> = std::sync::Mutex::new(None);
+
+/// Returns the run this process last opened a journal for.
+pub fn current_run() -> Option<RunId> {
+    CURRENT_RUN.lock().ok().and_then(|current| current.clone())
+}
+
 /// Environment variable that selects a crash point, for tests.
 pub const CRASH_ENV: &str = "KEYWHEEL_CRASH_AT";
 
@@ -53,8 +62,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Wraps the journal of `run_id`, whose records replay into `state`.
+    /// Wraps the journal of `run_id`, whose records replay into `state`,
+    /// and makes it the process's [`current_run`].
     pub fn new(store: Arc<dyn Store>, state: RunState) -> Self {
+        if let Ok(mut current) = CURRENT_RUN.lock() {
+            *current = Some(state.run_id.clone());
+        }
         Self {
             store,
             run_id: state.run_id.clone(),

@@ -8,7 +8,10 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 
 use super::journal::Journal;
-use super::record::{Event, IssuerRecord, Outcome, Step, TargetRecord};
+use super::record::{
+    Event, IssuerRecord, Mode, Outcome, Step, TargetRecord, key_purpose, target_purpose,
+};
+use super::report::PlanTarget;
 use super::state::RunState;
 use super::{Engine, EngineError};
 use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerSnapshot, Revocation};
@@ -32,6 +35,29 @@ pub struct Live<'e> {
     pub(super) tcx: TargetCx,
     pub(super) icx: IssuerCx,
     pub(super) watch: Option<Arc<crate::watch::Watcher>>,
+}
+
+/// Describes what an emergency run changed that a rollback would undo by
+/// putting the leaked key back: a push or a revoke. `None` for other runs,
+/// and for emergency runs that changed nothing yet.
+pub fn emergency_changes(state: &RunState) -> Option<String> {
+    if state
+        .started
+        .as_ref()
+        .is_none_or(|s| s.mode != Mode::Emergency)
+    {
+        return None;
+    }
+    if state.was_attempted(&Step::Revoke) {
+        return Some("revoked the old key".to_string());
+    }
+    let pushed: Vec<&str> = state
+        .targets
+        .iter()
+        .filter(|t| state.was_attempted(&Step::Push(t.name.clone())))
+        .map(|t| t.name.as_str())
+        .collect();
+    (!pushed.is_empty()).then(|| format!("pushed the new key to {}", pushed.join(", ")))
 }
 
 /// Returns the step that passed the point of no return, if any.
@@ -125,11 +151,16 @@ impl<'e> Live<'e> {
             return Ok(());
         }
 
+        let emergency = self.is_emergency().await;
+        if emergency && self.playbook.emergency.revoke_before_push && !self.revoke_early().await? {
+            return Ok(());
+        }
+
         let failures = self.push_all(&key).await?;
         if !failures.is_empty() {
             let reason = format!("push failed for {}", failures.join(", "));
             return match self.playbook.policy.on_partial_failure {
-                PartialFailure::Rollback => self.roll_back(Some(&reason)).await,
+                PartialFailure::Rollback => self.abort(&reason).await,
                 PartialFailure::Hold => {
                     self.out().warn(format!(
                         "holding the run: {reason}; fix the cause and run `keywheel resume {}`, or undo with `keywheel rollback {0}`",
@@ -147,7 +178,12 @@ impl<'e> Live<'e> {
             return Ok(());
         }
 
-        if !self.watch_window(WatchWindow::Overlap).await? || !self.revoke_and_retire().await? {
+        // An emergency rotation has no overlap window: the leaked key goes
+        // as soon as every target holds the new one.
+        if !emergency && !self.watch_window(WatchWindow::Overlap).await? {
+            return Ok(());
+        }
+        if !self.revoke_and_retire().await? {
             return Ok(());
         }
         let revocation_note = self.confirm_revoked().await?;
@@ -266,7 +302,36 @@ impl<'e> Live<'e> {
             targets,
         })
         .await?;
+        self.show_plan().await;
         Ok(true)
+    }
+
+    /// Prints the steps this run will take, with what each target holds
+    /// now, before it changes anything.
+    async fn show_plan(&self) {
+        let state = self.state().await;
+        let mode = state.started.as_ref().map(|s| s.mode).unwrap_or_default();
+        let plan_targets: Vec<PlanTarget> = state
+            .targets
+            .iter()
+            .map(|record| PlanTarget {
+                name: record.name.clone(),
+                location: record.location.clone(),
+                current: record.summary.clone(),
+                ok: true,
+            })
+            .collect();
+        let steps = super::plan::steps(
+            &self.playbook,
+            self.issuer.as_ref(),
+            &self.targets,
+            self.watch.as_deref(),
+            &plan_targets,
+            mode,
+        );
+        self.out().status("Plan", "these steps, in order:");
+        self.out()
+            .plain(crate::output::render::plan_steps(&steps).trim_end());
     }
 
     /// Ends a run that changed nothing.
@@ -520,7 +585,7 @@ impl<'e> Live<'e> {
                     error: err.to_string(),
                 })
                 .await?;
-                self.roll_back(Some(&format!("the new key failed verification: {err}")))
+                self.abort(&format!("the new key failed verification: {err}"))
                     .await?;
                 Ok(false)
             }
@@ -541,11 +606,27 @@ impl<'e> Live<'e> {
         for target in self.targets.iter().filter(is_done) {
             fan.skipped(self.kind_of(target.as_ref()));
         }
+        // Under the rollback policy a failed push will be undone anyway, so
+        // no further push starts once one has failed; pushes in flight
+        // finish. Under hold, every target is tried.
+        let stop_on_failure = self.playbook.policy.on_partial_failure == PartialFailure::Rollback;
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
             .map(|target| {
                 let state = &state;
                 let fan = &fan;
-                async move { self.push_one(state, target.as_ref(), key, fan).await }
+                let failed = &failed;
+                async move {
+                    if stop_on_failure && failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        fan.not_started(self.kind_of(target.as_ref()));
+                        return Ok(None);
+                    }
+                    let result = self.push_one(state, target.as_ref(), key, fan).await;
+                    if matches!(result, Ok(Some(_))) {
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    result
+                }
             })
             .buffer_unordered(self.playbook.policy.concurrency)
             .collect()
@@ -619,87 +700,161 @@ impl<'e> Live<'e> {
                 .warn("the issuer found no old key to revoke; only the new key was put in place");
             return Ok(true);
         };
-        if revocation == Revocation::DisableThenDelete && !state.is_done(&Step::Revoke) {
-            let attempt = state.status(&Step::Revoke).map_or(0, |s| s.attempt()) + 1;
-            self.record(Event::Intent {
-                step: Step::Revoke,
-                attempt,
-            })
-            .await?;
-            match self.issuer.disable(&self.icx, &old_id).await {
-                Ok(()) => {
-                    self.out().status("Disabled", format!("old key {old_id}"));
-                    self.record(Event::Done {
-                        step: Step::Revoke,
-                        summary: format!("disabled {old_id}"),
-                        detail: serde_json::Value::Null,
-                    })
-                    .await?;
-                }
-                Err(err) => {
-                    self.record(Event::Failed {
-                        step: Step::Revoke,
-                        class: err.class().into(),
-                        error: err.to_string(),
-                    })
-                    .await?;
-                    self.roll_back(Some(&format!("disabling the old key failed: {err}")))
-                        .await?;
-                    return Ok(false);
-                }
-            }
-        }
-        if revocation == Revocation::DisableThenDelete
-            && !self.watch_window(WatchWindow::AfterRevoke).await?
-        {
-            return Ok(false);
-        }
-        if !self.state().await.is_done(&Step::Retire) {
-            if !self.confirm_point_of_no_return(&old_id).await? {
+        let emergency = self.is_emergency().await;
+        if revocation == Revocation::DisableThenDelete {
+            if !self.disable_old(&old_id).await? {
                 return Ok(false);
             }
-            let attempt = state.status(&Step::Retire).map_or(0, |s| s.attempt()) + 1;
-            self.record(Event::Intent {
-                step: Step::Retire,
-                attempt,
-            })
-            .await?;
-            match self.issuer.delete(&self.icx, &old_id).await {
-                Ok(()) => {
-                    self.out().status("Deleted", format!("old key {old_id}"));
-                    self.record(Event::Done {
-                        step: Step::Retire,
-                        summary: format!("deleted {old_id}"),
-                        detail: serde_json::Value::Null,
-                    })
-                    .await?;
-                }
-                Err(err) => {
-                    self.record(Event::Failed {
-                        step: Step::Retire,
-                        class: err.class().into(),
-                        error: err.to_string(),
-                    })
-                    .await?;
-                    let message = format!(
-                        "the new key is in place, but deleting old key {old_id} failed: {err}; run `keywheel resume {}` to retry",
-                        self.journal.run_id()
-                    );
-                    self.out().error(&message);
-                    self.record(Event::NeedsAttention {
-                        items: vec![message],
-                    })
-                    .await?;
-                    return Ok(false);
-                }
+            if !emergency && !self.watch_window(WatchWindow::AfterRevoke).await? {
+                return Ok(false);
             }
+        }
+        if !self.retire_old(&old_id).await? {
+            return Ok(false);
+        }
+        // A leaked key is deleted at once; the watch only reports after it.
+        if emergency {
+            return self.watch_window(WatchWindow::AfterRevoke).await;
         }
         Ok(true)
     }
 
+    /// Disables the old key (the revoke step), unless the journal says it
+    /// is done. Returns false when the run stopped.
+    async fn disable_old(&self, old_id: &str) -> Result<bool, EngineError> {
+        let state = self.state().await;
+        if state.is_done(&Step::Revoke) {
+            return Ok(true);
+        }
+        let attempt = state.status(&Step::Revoke).map_or(0, |s| s.attempt()) + 1;
+        self.record(Event::Intent {
+            step: Step::Revoke,
+            attempt,
+        })
+        .await?;
+        match self.issuer.disable(&self.icx, old_id).await {
+            Ok(()) => {
+                self.out().status("Disabled", format!("old key {old_id}"));
+                self.record(Event::Done {
+                    step: Step::Revoke,
+                    summary: format!("disabled {old_id}"),
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+                Ok(true)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step: Step::Revoke,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                self.abort(&format!("disabling the old key failed: {err}"))
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Deletes the old key (the retire step, the point of no return) after
+    /// asking, unless the journal says it is done. Returns false when the
+    /// run stopped.
+    async fn retire_old(&self, old_id: &str) -> Result<bool, EngineError> {
+        let state = self.state().await;
+        if state.is_done(&Step::Retire) {
+            return Ok(true);
+        }
+        if !self.confirm_point_of_no_return(old_id).await? {
+            return Ok(false);
+        }
+        let attempt = state.status(&Step::Retire).map_or(0, |s| s.attempt()) + 1;
+        self.record(Event::Intent {
+            step: Step::Retire,
+            attempt,
+        })
+        .await?;
+        match self.issuer.delete(&self.icx, old_id).await {
+            Ok(()) => {
+                self.out().status("Deleted", format!("old key {old_id}"));
+                self.record(Event::Done {
+                    step: Step::Retire,
+                    summary: format!("deleted {old_id}"),
+                    detail: serde_json::Value::Null,
+                })
+                .await?;
+                Ok(true)
+            }
+            Err(err) => {
+                self.record(Event::Failed {
+                    step: Step::Retire,
+                    class: err.class().into(),
+                    error: err.to_string(),
+                })
+                .await?;
+                let message = format!(
+                    "the new key is in place, but deleting old key {old_id} failed: {err}; run `keywheel resume {}` to retry",
+                    self.journal.run_id()
+                );
+                self.out().error(&message);
+                self.record(Event::NeedsAttention {
+                    items: vec![message],
+                })
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether the run was started with `--emergency`.
+    pub(super) async fn is_emergency(&self) -> bool {
+        self.state()
+            .await
+            .started
+            .is_some_and(|started| started.mode == Mode::Emergency)
+    }
+
+    /// Ends the forward walk after a failure. Normally that is a rollback.
+    /// An emergency rotation never puts a leaked key back, so it is held
+    /// instead, with the reason and what to do.
+    pub(super) async fn abort(&self, reason: &str) -> Result<(), EngineError> {
+        if !self.is_emergency().await {
+            return self.roll_back(Some(reason)).await;
+        }
+        let reason = format!(
+            "{reason}; this is an emergency rotation, so keywheel does not put the leaked key back: fix the cause and run `keywheel resume {}`",
+            self.journal.run_id()
+        );
+        self.out().warn(format!("holding the run: {reason}"));
+        self.record(Event::Held { reason }).await
+    }
+
+    /// Revokes the old key before the push, for a leak that is being
+    /// abused: disabled where the issuer can, otherwise deleted. Returns
+    /// false when the run stopped.
+    async fn revoke_early(&self) -> Result<bool, EngineError> {
+        let state = self.state().await;
+        let Some(old_id) = state.issuer.as_ref().and_then(|i| i.old_key_id.clone()) else {
+            return Ok(true);
+        };
+        match self.issuer.revocation() {
+            Revocation::Replace => Ok(true),
+            Revocation::DisableThenDelete => self.disable_old(&old_id).await,
+            Revocation::DeleteOnly => self.retire_old(&old_id).await,
+        }
+    }
+
     /// Asks before deleting the old key. Without a terminal and without
-    /// `--yes`, the run is held there instead.
+    /// `--yes`, the run is held there instead. An emergency rotation does
+    /// not ask: the old key is leaked, and the operator chose to revoke fast.
     async fn confirm_point_of_no_return(&self, old_id: &str) -> Result<bool, EngineError> {
+        if self.is_emergency().await {
+            self.out().status(
+                "Retiring",
+                format!("leaked key {old_id} without asking (emergency)"),
+            );
+            return Ok(true);
+        }
         let question = match self.issuer.revocation() {
             Revocation::DeleteOnly => format!(
                 "Delete old key {old_id}? The issuer cannot disable keys, so this revokes it, and after this the rotation cannot be rolled back."
@@ -736,14 +891,6 @@ async fn time_limited<T>(
         Err(_) => Err(TargetError::TimedOut(limit)),
     };
     (result, started.elapsed())
-}
-
-pub(super) fn key_purpose(run_id: &crate::run_id::RunId) -> String {
-    format!("{run_id}/key")
-}
-
-pub(super) fn target_purpose(run_id: &crate::run_id::RunId, target: &str) -> String {
-    format!("{run_id}/target/{target}")
 }
 
 fn corrupt(state: &RunState, reason: &str) -> EngineError {

@@ -153,6 +153,10 @@ pub enum EngineError {
     )]
     PastPointOfNoReturn { run: RunId, step: String },
     #[error(
+        "run {run} is an emergency rotation of a leaked key and has already {changed}; rolling it back would put the leaked key back, so keywheel does not: fix what stopped it and run `keywheel resume {run}`"
+    )]
+    EmergencyRollback { run: RunId, changed: String },
+    #[error(
         "run {run} was sealed with seal key {expected}, but the current seal key is {current}; set KEYWHEEL_SEAL_KEY or --seal-key-file to the key the run started with"
     )]
     SealKeyMismatch {
@@ -196,12 +200,15 @@ impl EngineError {
             | Self::SeveralUnfinished(_)
             | Self::AlreadyFinished { .. }
             | Self::PastPointOfNoReturn { .. }
+            | Self::EmergencyRollback { .. }
             | Self::SealKeyMismatch { .. }
             | Self::StoredPlaybook { .. } => ExitStatus::Usage,
             Self::Locked { .. } | Self::Unfinished { .. } => ExitStatus::Locked,
             Self::Store(StoreError::Locked { .. }) => ExitStatus::Locked,
             Self::Journal { .. } => ExitStatus::Attention,
-            Self::Store(StoreError::Corrupt { .. }) => ExitStatus::Attention,
+            Self::Store(StoreError::Corrupt { .. } | StoreError::MissingFile { .. }) => {
+                ExitStatus::Attention
+            }
             Self::Seal(_) | Self::Store(_) => ExitStatus::Failed,
         }
     }
@@ -351,6 +358,12 @@ impl Engine {
         if let Some(step) = live::point_of_no_return_passed(&state) {
             return Err(EngineError::PastPointOfNoReturn { run: run_id, step });
         }
+        if let Some(changed) = live::emergency_changes(&state) {
+            return Err(EngineError::EmergencyRollback {
+                run: run_id,
+                changed,
+            });
+        }
         self.continue_run(state, Continuation::Rollback).await
     }
 
@@ -469,16 +482,16 @@ impl Engine {
         run_id: &RunId,
         take_over: Option<&RunId>,
     ) -> Result<lock::PlaybookLock, EngineError> {
-        match lock::PlaybookLock::acquire(
-            self.store.clone(),
-            name,
-            run_id,
-            take_over,
-            self.options.lease_ttl,
-        )
-        .await
-        {
+        match self.acquire_lock(name, run_id, take_over).await {
             Ok(lock) => Ok(lock),
+            Err(StoreError::Corrupt { what, .. }) if self.options.break_lock => {
+                // The lock cannot be read, so no holder can be named or
+                // checked, and the operator's --break-lock decides.
+                self.out.warn(format!(
+                    "breaking the lock of playbook {name}: {what} cannot be read"
+                ));
+                self.break_and_acquire(name, run_id, take_over).await
+            }
             Err(StoreError::Locked {
                 holder, liveness, ..
             }) => {
@@ -488,26 +501,28 @@ impl Engine {
                         "breaking the lock of run {} (pid {} on {}), whose process is gone",
                         holder.run_id, holder.pid, holder.host
                     ));
-                    self.store.break_lock(name).await?;
-                    return lock::PlaybookLock::acquire(
-                        self.store.clone(),
-                        name,
-                        run_id,
-                        take_over,
-                        self.options.lease_ttl,
-                    )
-                    .await
-                    .map_err(EngineError::from);
+                    return self.break_and_acquire(name, run_id, take_over).await;
                 }
                 let (state, hint) = match liveness {
                     Liveness::Alive => ("running", String::new()),
-                    Liveness::Dead => (
-                        "process gone",
-                        format!(
-                            "; finish that run with `keywheel resume {0}` or undo it with `keywheel rollback {0}`, or pass --break-lock to remove the lock",
-                            holder.run_id
-                        ),
-                    ),
+                    Liveness::Dead => {
+                        // A dead holder's unfinished run needs resume or
+                        // rollback, which take the lock over themselves;
+                        // breaking the lock would not let a new run start.
+                        let unfinished = matches!(
+                            self.load_state(&holder.run_id).await,
+                            Ok(state) if !state.is_finished()
+                        );
+                        let hint = if unfinished {
+                            format!(
+                                "; finish that run with `keywheel resume {0}` or undo it with `keywheel rollback {0}`",
+                                holder.run_id
+                            )
+                        } else {
+                            "; that run left no unfinished work: pass --break-lock to remove the lock".to_string()
+                        };
+                        ("process gone", hint)
+                    }
                     Liveness::Expired => (
                         "lease expired",
                         "; pass --break-lock to remove the lock".to_string(),
@@ -525,6 +540,27 @@ impl Engine {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Removes the lock `name`, as `--break-lock` asks, and takes it.
+    async fn break_and_acquire(
+        &self,
+        name: &str,
+        run_id: &RunId,
+        take_over: Option<&RunId>,
+    ) -> Result<lock::PlaybookLock, EngineError> {
+        self.store.break_lock(name).await?;
+        Ok(self.acquire_lock(name, run_id, take_over).await?)
+    }
+
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        run_id: &RunId,
+        take_over: Option<&RunId>,
+    ) -> Result<lock::PlaybookLock, StoreError> {
+        let ttl = self.options.lease_ttl;
+        lock::PlaybookLock::acquire(self.store.clone(), name, run_id, take_over, ttl).await
     }
 }
 

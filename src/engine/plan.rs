@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use futures_util::StreamExt as _;
 
+use super::record::Mode;
 use super::report::{Plan, PlanStep, PlanTarget};
 use super::{EngineError, build, watching};
-use crate::issuers::{CurrentFields, IssuerCx, Overrides, Revocation};
+use crate::issuers::{CurrentFields, Issuer, IssuerCx, Overrides, Revocation};
 use crate::playbook::Playbook;
 use crate::retry::RetryPolicy;
 use crate::run_id::RunId;
-use crate::targets::{Selection, TargetCx};
+use crate::targets::{Selection, Target, TargetCx};
 use crate::verify::Stage;
+use crate::watch::Watcher;
 
 /// Builds the plan of `playbook`. Targets and issuer are only read.
 /// `disabled_keys` are the old keys earlier runs of the playbook disabled
@@ -20,6 +22,7 @@ pub async fn plan(
     playbook: &Playbook,
     retry: RetryPolicy,
     disabled_keys: Vec<String>,
+    mode: Mode,
 ) -> Result<Plan, EngineError> {
     let super::Built {
         issuer,
@@ -86,6 +89,35 @@ pub async fn plan(
         }
     };
 
+    let steps = steps(
+        playbook,
+        issuer.as_ref(),
+        &targets,
+        watch.as_deref(),
+        &plan_targets,
+        mode,
+    );
+    Ok(Plan {
+        playbook: playbook.name.clone(),
+        issuer: issuer.kind().to_string(),
+        issuer_summary,
+        targets: plan_targets,
+        steps,
+        problems,
+    })
+}
+
+/// Lists the steps a run of `playbook` takes, in order, with what each
+/// target holds now (`plan_targets`). `run` prints the same list after its
+/// preflight.
+pub(super) fn steps(
+    playbook: &Playbook,
+    issuer: &dyn Issuer,
+    targets: &[Arc<dyn Target>],
+    watch: Option<&Watcher>,
+    plan_targets: &[PlanTarget],
+    mode: Mode,
+) -> Vec<PlanStep> {
     let mut steps = vec![
         step(
             "preflight",
@@ -102,7 +134,7 @@ pub async fn plan(
         ),
         step("verify", verify_text(playbook, Stage::Generate), false),
     ];
-    for target in &plan_targets {
+    for target in plan_targets {
         steps.push(step(
             &format!("push:{}", target.name),
             &format!(
@@ -112,7 +144,7 @@ pub async fn plan(
             false,
         ));
     }
-    for target in &targets {
+    for target in targets {
         let restarts = target.restarts();
         if !restarts.is_empty() {
             steps.push(step(
@@ -145,20 +177,45 @@ pub async fn plan(
             )
         })
     };
-    steps.extend(watch_step(crate::watch::WatchWindow::Overlap));
-    match issuer.revocation() {
-        Revocation::Replace => steps.push(step(
+    let emergency = mode == Mode::Emergency;
+    if !emergency {
+        steps.extend(watch_step(crate::watch::WatchWindow::Overlap));
+    }
+    match (issuer.revocation(), emergency) {
+        (Revocation::Replace, _) => steps.push(step(
             "finish",
             "the old value is replaced; the issuer keeps no record of keys, so there is nothing to revoke",
             false,
         )),
-        Revocation::DisableThenDelete => {
-            steps.push(step("revoke", "disable the old key (can be re-enabled by a rollback)", false));
+        (Revocation::DisableThenDelete, false) => {
+            steps.push(step(
+                "revoke",
+                "disable the old key (can be re-enabled by a rollback)",
+                false,
+            ));
             steps.extend(watch_step(crate::watch::WatchWindow::AfterRevoke));
-            steps.push(step("retire", "delete the old key: the point of no return", true));
+            steps.push(step("retire", retire_text(false, false), true));
         }
-        Revocation::DeleteOnly => {
-            steps.push(step("retire", "delete the old key (the issuer cannot disable keys): the point of no return", true));
+        (Revocation::DeleteOnly, false) => {
+            steps.push(step("retire", retire_text(false, true), true));
+        }
+        (revocation, true) => {
+            if revocation == Revocation::DisableThenDelete {
+                steps.push(step(
+                    "revoke",
+                    "disable the leaked key (never enabled again: this is an emergency)",
+                    false,
+                ));
+            }
+            let delete_only = revocation == Revocation::DeleteOnly;
+            steps.push(step("retire", retire_text(true, delete_only), true));
+                        if let Some(mut watch) = watch_step(crate::watch::WatchWindow::AfterRevoke) {
+                watch.description = watch.description.replace(
+                    "a breach rolls back",
+                    "a breach is reported, never undone (emergency)",
+                );
+                steps.push(watch);
+            }
         }
     }
     if playbook
@@ -172,14 +229,39 @@ pub async fn plan(
             false,
         ));
     }
-    Ok(Plan {
-        playbook: playbook.name.clone(),
-        issuer: issuer.kind().to_string(),
-        issuer_summary,
-        targets: plan_targets,
-        steps,
-        problems,
-    })
+    if mode == Mode::Emergency && playbook.emergency.revoke_before_push {
+        // Revocation moves to right after verify, before any push.
+        let early: Vec<PlanStep> = steps
+            .iter()
+            .filter(|s| {
+                s.step == "revoke"
+                    || (s.step == "retire" && issuer.revocation() == Revocation::DeleteOnly)
+            })
+            .cloned()
+            .collect();
+        steps.retain(|s| !early.iter().any(|e| e.step == s.step));
+        let at = steps
+            .iter()
+            .position(|s| s.step == "verify")
+            .map_or(0, |i| i + 1);
+        for (offset, step) in early.into_iter().enumerate() {
+            steps.insert(at + offset, step);
+        }
+    }
+    steps
+}
+
+fn retire_text(emergency: bool, delete_only: bool) -> &'static str {
+    match (emergency, delete_only) {
+        (false, false) => "delete the old key: the point of no return",
+        (false, true) => {
+            "delete the old key (the issuer cannot disable keys): the point of no return"
+        }
+        (true, false) => "delete the leaked key without asking (emergency): the point of no return",
+        (true, true) => {
+            "delete the leaked key without asking (emergency; the issuer cannot disable keys): the point of no return"
+        }
+    }
 }
 
 fn verify_text(playbook: &Playbook, stage: Stage) -> &'static str {

@@ -92,9 +92,9 @@ impl Live<'_> {
                     error: message.clone(),
                 })
                 .await?;
-                self.roll_back(Some(&format!(
+                self.abort(&format!(
                     "the new key failed verification after push: {message}"
-                )))
+                ))
                 .await?;
                 Ok(false)
             }

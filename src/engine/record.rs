@@ -114,8 +114,12 @@ impl<'de> Deserialize<'de> for Step {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// A rotation of a key that is not known to be leaked, by hand or from
+    /// cron. Journals written before this name read as `scheduled`.
     #[default]
-    Scheduled,
+    #[serde(alias = "scheduled")]
+    Normal,
+    /// `run --emergency`: the old key is leaked.
     Emergency,
 }
 
@@ -249,6 +253,18 @@ impl Event {
     }
 }
 
+/// Returns the purpose that the new key of `run_id` is sealed under: the
+/// associated data that binds the sealed value to its record.
+pub fn key_purpose(run_id: &RunId) -> String {
+    format!("{run_id}/key")
+}
+
+/// Returns the purpose that the previous values of `target` in `run_id`
+/// are sealed under.
+pub fn target_purpose(run_id: &RunId, target: &str) -> String {
+    format!("{run_id}/target/{target}")
+}
+
 /// A journal record: sequence number, time, event.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
@@ -267,7 +283,7 @@ pub(crate) fn run_started_for_test(run_id: &RunId, playbook: &str) -> Event {
         playbook: playbook.into(),
         playbook_path: "/p.yaml".into(),
         playbook_sha256: "00".into(),
-        mode: Mode::Scheduled,
+        mode: Mode::Normal,
         host: "h".into(),
         user: "u".into(),
         pid: 1,

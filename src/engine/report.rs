@@ -56,9 +56,14 @@ pub struct TargetReport {
     pub kind: String,
     pub location: String,
     /// `pending`, `pushing`, `pushed`, `push_failed`, `restoring`,
-    /// `restored` or `restore_failed`.
+    /// `restored` or `restore_failed`: the latest step's outcome.
     pub status: &'static str,
     pub detail: String,
+    /// The push's own outcome, kept after a restore: `pending`, `pushing`,
+    /// `pushed` or `push_failed`.
+    pub push: &'static str,
+    /// The push's summary, or its error when it failed.
+    pub push_detail: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -99,7 +104,11 @@ impl RunReport {
                     Vec::new(),
                 )
             }
-            Phase::Held(reason) => (RunStatus::Held, reason.clone(), Vec::new()),
+            Phase::Held(reason) => (
+                RunStatus::Held,
+                format!("{reason}; {}", next_steps(state)),
+                Vec::new(),
+            ),
             Phase::NeedsAttention(items) => (
                 RunStatus::NeedsAttention,
                 format!("{} item(s) need attention", items.len()),
@@ -116,10 +125,7 @@ impl RunReport {
             ),
             Phase::Forward | Phase::Empty => (
                 RunStatus::Interrupted,
-                format!(
-                    "unfinished; run `keywheel resume {0}` to finish it or `keywheel rollback {0}` to undo it",
-                    state.run_id
-                ),
+                format!("unfinished; {}", next_steps(state)),
                 Vec::new(),
             ),
         };
@@ -138,8 +144,8 @@ impl RunReport {
             playbook: state.playbook().to_string(),
             status,
             mode: started
-                .map_or("scheduled", |s| match s.mode {
-                    super::record::Mode::Scheduled => "scheduled",
+                .map_or("normal", |s| match s.mode {
+                    super::record::Mode::Normal => "normal",
                     super::record::Mode::Emergency => "emergency",
                 })
                 .to_string(),
@@ -156,6 +162,19 @@ impl RunReport {
             watch: state.watch.clone(),
         }
     }
+}
+
+/// The commands that take an unfinished run on. A rollback is not offered
+/// for an emergency run that already pushed or revoked, since it would put
+/// the leaked key back.
+fn next_steps(state: &RunState) -> String {
+    let run = &state.run_id;
+    if let Some(changed) = super::live::emergency_changes(state) {
+        return format!(
+            "run `keywheel resume {run}` to finish it (this emergency rotation has {changed}, so it is not rolled back)"
+        );
+    }
+    format!("run `keywheel resume {run}` to finish it or `keywheel rollback {run}` to undo it")
 }
 
 fn step_report(step: &Step, status: &StepStatus) -> StepReport {
@@ -176,14 +195,17 @@ fn target_report(state: &RunState, target: &TargetRecord) -> TargetReport {
     let name = target.name.as_str();
     let restore = state.status(&Step::Restore(name.to_string()));
     let push = state.status(&Step::Push(name.to_string()));
-    let (status, detail) = match (restore, push) {
-        (Some(StepStatus::Done { summary, .. }), _) => ("restored", summary.clone()),
-        (Some(StepStatus::Failed { error, .. }), _) => ("restore_failed", error.clone()),
-        (Some(StepStatus::Started { .. }), _) => ("restoring", String::new()),
-        (None, Some(StepStatus::Done { summary, .. })) => ("pushed", summary.clone()),
-        (None, Some(StepStatus::Failed { error, .. })) => ("push_failed", error.clone()),
-        (None, Some(StepStatus::Started { .. })) => ("pushing", String::new()),
-        (None, None) => ("pending", String::new()),
+    let (push, push_detail) = match push {
+        Some(StepStatus::Done { summary, .. }) => ("pushed", summary.clone()),
+        Some(StepStatus::Failed { error, .. }) => ("push_failed", error.clone()),
+        Some(StepStatus::Started { .. }) => ("pushing", String::new()),
+        None => ("pending", String::new()),
+    };
+    let (status, detail) = match restore {
+        Some(StepStatus::Done { summary, .. }) => ("restored", summary.clone()),
+        Some(StepStatus::Failed { error, .. }) => ("restore_failed", error.clone()),
+        Some(StepStatus::Started { .. }) => ("restoring", String::new()),
+        None => (push, push_detail.clone()),
     };
     TargetReport {
         name: name.to_string(),
@@ -191,6 +213,8 @@ fn target_report(state: &RunState, target: &TargetRecord) -> TargetReport {
         location: target.location.clone(),
         status,
         detail,
+        push,
+        push_detail,
     }
 }
 

@@ -67,7 +67,7 @@ impl Live<'_> {
         if failures.is_empty() {
             return Ok(true);
         }
-        self.roll_back(Some(&format!("restart failed: {}", failures.join("; "))))
+        self.abort(&format!("restart failed: {}", failures.join("; ")))
             .await?;
         Ok(false)
     }

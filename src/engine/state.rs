@@ -279,7 +279,7 @@ mod tests {
             playbook: "demo".into(),
             playbook_path: "/p.yaml".into(),
             playbook_sha256: "00".into(),
-            mode: Mode::Scheduled,
+            mode: Mode::Normal,
             host: "h".into(),
             user: "u".into(),
             pid: 1,

@@ -25,7 +25,7 @@ use super::state::RunState;
 use crate::issuers::Revocation;
 use crate::key::Key;
 use crate::output::fanout::{FanOut, Phase};
-use crate::targets::Target;
+use crate::targets::{Receipt, Target};
 
 impl Live<'_> {
     /// Rolls the run back. `reason` starts the rollback; `None` continues
@@ -64,12 +64,18 @@ impl Live<'_> {
                 .record(Event::NeedsAttention { items: attention })
                 .await;
         }
-        let summary = match &key {
-            Some(key) => format!(
-                "rolled back: every target holds its previous value again and new key {} is gone",
+        let left_alone = self.targets_left_alone().await;
+        let summary = match (&key, left_alone.is_empty()) {
+            (Some(key), true) => format!(
+                "every target holds its previous value again and new key {} is gone",
                 key.id
             ),
-            None => "rolled back: nothing had been changed".to_string(),
+            (Some(key), false) => format!(
+                "new key {} is gone and every other target holds its previous value again; {} held a value someone else wrote after preflight, left alone",
+                key.id,
+                left_alone.join(", ")
+            ),
+            (None, _) => "nothing had been changed".to_string(),
         };
         self.engine.out.status("Rolled back", &summary);
         self.record(Event::Finished {
@@ -107,6 +113,22 @@ impl Live<'_> {
             attention.extend(self.delete_orphan_step(&id).await?);
         }
         Ok(attention)
+    }
+
+    /// Names the targets whose restore found a value written by someone
+    /// else and left it alone, as their receipts say.
+    async fn targets_left_alone(&self) -> Vec<String> {
+        let state = self.state().await;
+        self.targets
+            .iter()
+            .map(|target| target.name().to_string())
+            .filter(|name| {
+                                matches!(
+                    state.status(&Step::Restore(name.clone())),
+                    Some(super::state::StepStatus::Done { detail, .. }) if Receipt::was_left_alone(detail)
+                )
+            })
+            .collect()
     }
 
     fn out_warn(&self, message: String) {

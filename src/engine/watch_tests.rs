@@ -174,7 +174,7 @@ impl Setup {
             .start_run(
                 &self.playbook,
                 &run_id,
-                Mode::Scheduled,
+                Mode::Normal,
                 super::Built {
                     issuer,
                     targets,

@@ -2,9 +2,9 @@
 //! windows after it.
 //!
 //! Every sample is journaled as it is taken, so `resume` continues a window
-//! with the samples it already has. The time left is counted from the
-//! window's journaled start, so time spent while no process ran counts as
-//! watched time. A window's verdict is journaled before it is acted on, and
+//! with the samples it already has. Time spent while no process ran is not
+//! watched time: the resumed window goes on from the offset of its last
+//! journaled sample for the time that remains. A window's verdict is journaled before it is acted on, and
 //! a resumed run that finds a fail verdict (or an inconclusive one under
 //! `on_inconclusive: rollback`) rolls back without watching again.
 
@@ -81,7 +81,7 @@ impl Live<'_> {
                         "cannot take the baseline of watch check {} before the push: {message}; fix the query, or use an absolute `max:`",
                         check.name
                     );
-                    self.roll_back(Some(&reason)).await?;
+                    self.abort(&reason).await?;
                     return Ok(false);
                 }
             }
@@ -106,7 +106,7 @@ impl Live<'_> {
             && (class != INCONCLUSIVE || policy == OnInconclusive::Rollback)
         {
             let reason = window_failure(window, class, error);
-            self.roll_back(Some(&reason)).await?;
+            self.abort(&reason).await?;
             return Ok(false);
         }
 
@@ -118,6 +118,24 @@ impl Live<'_> {
         })
         .await?;
         let verdict = self.sample_window(watcher, window, resumed).await?;
+
+        // An emergency rotation watches and reports, but never undoes: the
+        // old key is leaked and must not come back.
+        if self.is_emergency().await {
+            if verdict.verdict != Verdict::Pass {
+                self.engine.out.warn(format!(
+                    "watch {window} did not pass ({}); reported only, because this is an emergency rotation",
+                    verdict.reason
+                ));
+            }
+            self.record(Event::Done {
+                step,
+                summary: format!("reported only (emergency): {}", verdict.reason),
+                detail: serde_json::to_value(&verdict).unwrap_or_default(),
+            })
+            .await?;
+            return Ok(true);
+        }
 
         match verdict.verdict {
             Verdict::Pass => {
@@ -152,7 +170,7 @@ impl Live<'_> {
                     ));
                     self.record(Event::Held { reason }).await?;
                 } else {
-                    self.roll_back(Some(&reason)).await?;
+                    self.abort(&reason).await?;
                 }
                 Ok(false)
             }
@@ -170,7 +188,9 @@ impl Live<'_> {
     ) -> Result<crate::watch::verdict::WindowVerdict, EngineError> {
         let state = self.state().await;
         let round = state.watch.open_round(window);
-        let elapsed = round.map_or(Duration::ZERO, |r| since(&r.started_at));
+        // Time keywheel was down is not watched time: a resumed window goes
+        // on from its last journaled sample, for the time that remains.
+        let elapsed = round.map_or(Duration::ZERO, watched_time);
         let prior: BTreeMap<String, Vec<Sample>> = watcher
             .spec
             .checks
@@ -271,13 +291,16 @@ fn limits(spec: &WatchSpec, state: &RunState) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Time since an RFC 3339 journal time; zero when it is in the future or
-/// cannot be read.
-fn since(at: &str) -> Duration {
-    at.parse::<jiff::Timestamp>()
-        .ok()
-        .and_then(|start| jiff::Timestamp::now().duration_since(start).try_into().ok())
-        .unwrap_or_default()
+/// Returns how much of a round's window was watched: the offset of its
+/// last journaled sample.
+fn watched_time(round: &crate::engine::watch_log::Round) -> Duration {
+    let millis = round
+        .samples
+        .iter()
+        .map(|s| s.sample.elapsed_ms)
+        .max()
+        .unwrap_or(0);
+    Duration::from_millis(millis)
 }
 
 fn window_failure(window: WatchWindow, class: &str, reason: &str) -> String {

@@ -80,6 +80,35 @@ pub fn decode(
     }
 }
 
+/// Returns the schema of the fields [`decode`] reads, and the rule that at most
+/// one of the variable and the file is set.
+pub fn schema_properties(
+    fields: &CredentialFields,
+    what: &str,
+) -> (Vec<(&'static str, serde_json::Value)>, serde_json::Value) {
+    use crate::playbook::schema::{at_most_one, env_name, rejected, text};
+    let properties = vec![
+        (
+            fields.inline,
+            rejected(&format!(
+                "Never written in a playbook: name the variable in `{}` or the file in `{}`.",
+                fields.env, fields.file
+            )),
+        ),
+        (
+            fields.env,
+            env_name(&format!("Environment variable holding {what}."), None),
+        ),
+        (
+            fields.file,
+            text(&format!(
+                "File holding {what}, relative to the playbook; surrounding blanks are removed."
+            )),
+        ),
+    ];
+    (properties, at_most_one(&[fields.env, fields.file]))
+}
+
 impl CredentialSource {
     /// Reads the credential; leading and trailing blanks (a file's final
     /// newline) are removed. Errors say which variable or file to fix.

@@ -181,16 +181,38 @@ pub enum Revocation {
     DeleteOnly,
 }
 
+const REVOCATION_CHOICES: &[&str] = &["disable_then_delete", "delete_only"];
+
 /// Reads `revocation`: `disable_then_delete` (the default) or `delete_only`.
 pub fn decode_revocation(reader: &mut MapReader<'_>, cx: &mut Cx) -> Revocation {
     let Some(node) = reader.value("revocation") else {
         return Revocation::DisableThenDelete;
     };
-    let choices = ["disable_then_delete", "delete_only"];
-    match decode_choice(node, &reader.path_of("revocation"), cx, &choices) {
+    match decode_choice(node, &reader.path_of("revocation"), cx, REVOCATION_CHOICES) {
         Some("delete_only") => Revocation::DeleteOnly,
         _ => Revocation::DisableThenDelete,
     }
+}
+
+/// Returns the schema of `revocation`.
+pub fn revocation_schema() -> serde_json::Value {
+    crate::playbook::schema::choice(
+        "How the old key is taken out of service: disabled first and deleted after the \
+         watch, or, for an API that cannot disable keys, deleted at once (the delete is \
+         then the point of no return).",
+        REVOCATION_CHOICES,
+        Some("disable_then_delete"),
+    )
+}
+
+/// Returns the schema of each issuer kind, in the order of [`KINDS`].
+pub fn kind_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("random", random::RandomSpec::schema()),
+        ("http", http::spec::HttpSpec::schema()),
+        ("command", command::CommandSpec::schema()),
+        ("aws_iam", aws_iam::AwsIamSpec::schema()),
+    ]
 }
 
 /// What preflight learned. Journaled in clear: never a secret.

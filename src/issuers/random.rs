@@ -144,6 +144,47 @@ impl RandomSpec {
         }
     }
 
+    /// Returns the schema of a `random` issuer.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{at_most_one, integer, kind_tag, object, string, with_rules};
+        let set_names: Vec<&str> = SETS.iter().map(|(name, _)| *name).collect();
+        let set = serde_json::json!({"enum": set_names});
+        let mut length = integer(
+            "Random characters after the prefix.",
+            1,
+            Some(MAX_LENGTH as u64),
+        );
+        length["default"] = DEFAULT_LENGTH.into();
+        let alphabet = serde_json::json!({
+            "description": "Named character sets to draw from: one name or a list.",
+            "anyOf": [set, {"type": "array", "minItems": 1, "items": set}],
+            "default": "alphanumeric",
+        });
+        let prefix = serde_json::json!({
+            "description": "Written before the random part, such as sk_live_.",
+            "type": "string",
+            "pattern": format!("^[!-~]{{0,{MAX_PREFIX}}}$"),
+        });
+        let properties = vec![
+            ("type", kind_tag("random")),
+            ("length", length),
+            ("alphabet", alphabet),
+            (
+                "characters",
+                string("The exact characters to draw from, instead of `alphabet`."),
+            ),
+            ("exclude", string("Characters never used.")),
+            ("prefix", prefix),
+        ];
+        let schema = object(
+            "A key drawn from the operating system's random number generator. Its one \
+             field is `secret`.",
+            properties,
+            &["type"],
+        );
+        with_rules(schema, vec![at_most_one(&["alphabet", "characters"])])
+    }
+
     /// Draws one key value: the prefix and `length` random characters.
     pub fn generate(&self) -> Result<SecretBytes, IssuerError> {
         let mut out = Vec::with_capacity(self.prefix.len() + self.length * 4);

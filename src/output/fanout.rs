@@ -75,8 +75,9 @@ pub struct KindCounts {
     pub kind: String,
     pub done: usize,
     pub failed: usize,
-    /// Targets the step did not call, because the journal shows them done
-    /// by an earlier attempt of the run.
+    /// Targets the step did not call: the journal shows them done by an
+    /// earlier attempt of the run, or another target failed first and the
+    /// run rolls back.
     pub skipped: usize,
     /// The target whose call took longest, done or failed, with its time.
     pub slowest: Option<(String, Duration)>,
@@ -88,6 +89,9 @@ pub struct Tally {
     pub kinds: Vec<KindCounts>,
     /// Failed targets with their errors, in the order they failed.
     pub failures: Vec<(String, String)>,
+    /// Targets among `skipped` that were not started because another
+    /// target failed.
+    pub not_started: usize,
 }
 
 impl Tally {
@@ -129,7 +133,7 @@ impl Tally {
     pub fn summary(&self, elapsed: Duration) -> String {
         let done = self.total(|k| k.done);
         let failed = self.total(|k| k.failed);
-        let skipped = self.total(|k| k.skipped);
+        let skipped = self.total(|k| k.skipped) - self.not_started;
         let called = done + failed;
         let mut line = if failed == 0 {
             format!("{done} target(s) in {}", format_elapsed(elapsed))
@@ -141,6 +145,9 @@ impl Tally {
         };
         if skipped > 0 {
             let _ = write!(line, ", {skipped} skipped as done before");
+        }
+        if self.not_started > 0 {
+            let _ = write!(line, ", {} not started after the failure", self.not_started);
         }
         line
     }
@@ -235,6 +242,7 @@ impl Output {
                 })
                 .collect(),
             failures: Vec::new(),
+            not_started: 0,
         };
         let bars = (self.shows_progress() && !counts.is_empty()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
@@ -276,6 +284,19 @@ impl FanOut<'_> {
             if left == 0 {
                 bar.finish_and_clear();
             }
+        }
+    }
+
+    /// Counts a target the step does not start, because another target
+    /// failed and the run rolls back.
+    pub fn not_started(&self, kind: &str) {
+        {
+            let mut tally = self.tally();
+            tally.kind_mut(kind).skipped += 1;
+            tally.not_started += 1;
+        }
+        if let Some(bar) = self.bar(kind) {
+            bar.inc(1);
         }
     }
 
@@ -457,6 +478,20 @@ mod tests {
         assert_eq!(
             tally().summary(Duration::from_millis(1234)),
             "132 of 133 target(s) in 1.23s, 1 failed, 67 skipped as done before"
+        );
+    }
+
+    #[test]
+    fn summary_counts_targets_not_started() {
+        let mut tally = Tally::default();
+        tally.record("vault", "a", Duration::from_millis(5), true);
+        tally.failures.push(("a".into(), "denied".into()));
+        tally.kind_mut("vault").skipped += 4;
+        tally.not_started = 3;
+        assert_eq!(
+            tally.summary(Duration::from_millis(20)),
+            "0 of 1 target(s) in 0.02s, 1 failed, 1 skipped as done before, \
+             3 not started after the failure"
         );
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::report::{Plan, RunReport};
+use crate::engine::report::{Plan, PlanStep, RunReport};
 
 /// A run report in full, for `status`.
 pub fn run_report(report: &RunReport) -> String {
@@ -44,6 +44,11 @@ pub fn run_report(report: &RunReport) -> String {
             );
             if !target.detail.is_empty() {
                 let _ = write!(out, ": {}", target.detail);
+            }
+            // A restore hides why the target was restored: a failed push
+            // is the reason a run rolls back, so it is shown too.
+            if target.status != target.push && target.push == "push_failed" {
+                let _ = write!(out, " (push failed: {})", target.push_detail);
             }
             out.push('\n');
         }
@@ -128,16 +133,11 @@ pub fn history(reports: &[RunReport]) -> String {
     out
 }
 
-/// A plan, for `plan`.
-pub fn plan(plan: &Plan) -> String {
+/// Numbered steps with the point of no return marked.
+pub fn plan_steps(steps: &[PlanStep]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "plan for {} ({} issuer: {})",
-        plan.playbook, plan.issuer, plan.issuer_summary
-    );
-    let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
-    for (index, step) in plan.steps.iter().enumerate() {
+    let width = steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+    for (index, step) in steps.iter().enumerate() {
         let marker = if step.point_of_no_return {
             "  <- point of no return"
         } else {
@@ -151,6 +151,18 @@ pub fn plan(plan: &Plan) -> String {
             step.description
         );
     }
+    out
+}
+
+/// A plan, for `plan`.
+pub fn plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan for {} ({} issuer: {})",
+        plan.playbook, plan.issuer, plan.issuer_summary
+    );
+    out.push_str(&plan_steps(&plan.steps));
     if plan.problems.is_empty() {
         let _ = writeln!(
             out,

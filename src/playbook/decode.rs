@@ -91,6 +91,17 @@ pub struct Cx {
     pub base_dir: PathBuf,
     /// Field names the issuer provides, for checking target mappings.
     pub key_fields: Vec<String>,
+    /// When set, every [`MapReader`] adds the fields it was asked for here
+    /// as it finishes. The schema tests compare them with the schema.
+    pub reads: Option<Vec<FieldsRead>>,
+}
+
+/// The fields one [`MapReader`] was asked for, known or not present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldsRead {
+    /// Field path of the mapping, such as `targets[0]`.
+    pub path: String,
+    pub fields: Vec<&'static str>,
 }
 
 impl Cx {
@@ -99,6 +110,7 @@ impl Cx {
             diagnostics: Vec::new(),
             base_dir,
             key_fields: Vec::new(),
+            reads: None,
         }
     }
 
@@ -629,6 +641,12 @@ impl<'n> MapReader<'n> {
 
     /// Reports every key that no decoder asked for.
     pub fn finish(self, cx: &mut Cx) {
+        if let Some(reads) = &mut cx.reads {
+            reads.push(FieldsRead {
+                path: self.path.0.clone(),
+                fields: self.known.clone(),
+            });
+        }
         for ((key, key_node, _), used) in self.entries.iter().zip(&self.used) {
             if *used {
                 continue;

@@ -7,6 +7,8 @@
 //! variables named by the playbook are only read later, when a run starts.
 
 pub mod decode;
+pub mod init;
+pub mod schema;
 pub mod yaml;
 
 use std::fmt;
@@ -42,6 +44,8 @@ pub struct Playbook {
     pub policy: Policy,
     /// What to sample after the push, and when to roll back.
     pub watch: Option<crate::watch::spec::WatchSpec>,
+    /// How `run --emergency` treats the old key.
+    pub emergency: Emergency,
     /// Rotate again once the last successful rotation is this old.
     pub max_age: Option<std::time::Duration>,
     /// Webhooks told about the run's start and end.
@@ -72,8 +76,21 @@ pub struct Policy {
     pub target_timeout: std::time::Duration,
 }
 
+/// Settings of `run --emergency`, for a leaked key.
+#[derive(Clone, Debug, Default)]
+pub struct Emergency {
+    /// Revoke the old key before the push, for a leak that is being abused.
+    /// By default it is revoked right after the push.
+    pub revoke_before_push: bool,
+}
+
 /// Default bound on concurrent pushes.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Largest `policy.concurrency` accepted.
+const MAX_CONCURRENCY: usize = 1024;
+
+const PARTIAL_FAILURE_CHOICES: &[&str] = &["rollback", "hold"];
+const EMERGENCY_REVOKE_CHOICES: &[&str] = &["after_push", "before_push"];
 
 /// Default time limit of one target call. It is well above what a slow
 /// server that answers needs: each request has its own timeout (30s by
@@ -159,6 +176,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
     let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let mut cx = Cx::new(base_dir);
     let playbook = decode_playbook(&root, &mut cx);
+    init::warn_placeholders(&root, &mut cx);
     if cx.has_errors() {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(PlaybookErrors {
@@ -180,6 +198,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, PlaybookErrors> {
         verify: fields.verify,
         policy: fields.policy,
         watch: fields.watch,
+        emergency: fields.emergency,
         max_age: fields.max_age,
         notify: fields.notify,
         warnings: cx.diagnostics,
@@ -219,6 +238,7 @@ struct PlaybookFields {
     verify: Option<VerifySpec>,
     policy: Policy,
     watch: Option<crate::watch::spec::WatchSpec>,
+    emergency: Emergency,
     max_age: Option<std::time::Duration>,
     notify: Vec<crate::notify::NotifySpec>,
 }
@@ -277,6 +297,10 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
     let watch = top
         .value("watch")
         .and_then(|node| crate::watch::spec::decode(node, &top.path_of("watch"), cx));
+    let emergency = match top.value("emergency") {
+        Some(node) => decode_emergency(node, &top.path_of("emergency"), cx),
+        None => Emergency::default(),
+    };
     let max_age = top.optional::<std::time::Duration>("max_age", cx);
     let notify = match top.value("notify") {
         Some(node) => crate::notify::NotifySpec::decode_list(node, &top.path_of("notify"), cx),
@@ -292,6 +316,7 @@ fn decode_playbook(root: &yaml::Node, cx: &mut Cx) -> Option<PlaybookFields> {
         verify,
         policy,
         watch,
+        emergency,
         max_age,
         notify,
     })
@@ -351,7 +376,7 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
             value,
             &reader.path_of("on_partial_failure"),
             cx,
-            &["rollback", "hold"],
+            PARTIAL_FAILURE_CHOICES,
         );
         match choice {
             Some("hold") => policy.on_partial_failure = PartialFailure::Hold,
@@ -362,12 +387,12 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
     if let Some(value) = reader.value("concurrency") {
         let value_path = reader.path_of("concurrency");
         if let Some(concurrency) = usize::decode(value, &value_path, cx) {
-            if concurrency == 0 || concurrency > 1024 {
+            if concurrency == 0 || concurrency > MAX_CONCURRENCY {
                 cx.error_hint(
                     value,
                     &value_path,
                     format!("invalid concurrency {concurrency}"),
-                    "use a number from 1 to 1024",
+                    format!("use a number from 1 to {MAX_CONCURRENCY}"),
                 );
             } else {
                 policy.concurrency = concurrency;
@@ -393,21 +418,83 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
     policy
 }
 
-/// Checks a name used as a file name and lock key.
-pub fn check_name(node: &yaml::Node, path: &FieldPath, name: &str, cx: &mut Cx) {
-    let valid = !name.is_empty()
+/// Returns the schema of `policy:`.
+fn policy_schema() -> serde_json::Value {
+    use schema::{choice, integer, object};
+    let mut concurrency = integer(
+        "Targets pushed at the same time.",
+        1,
+        Some(MAX_CONCURRENCY as u64),
+    );
+    concurrency["default"] = DEFAULT_CONCURRENCY.into();
+    object(
+        "Run-wide settings.",
+        vec![
+            (
+                "on_partial_failure",
+                choice(
+                    "When some targets were pushed and others failed: undo the pushed \
+                     ones (rollback), or keep them and wait for `keywheel resume` (hold).",
+                    PARTIAL_FAILURE_CHOICES,
+                    Some("rollback"),
+                ),
+            ),
+            ("concurrency", concurrency),
+        ],
+        &[],
+    )
+}
+
+fn decode_emergency(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Emergency {
+    let mut emergency = Emergency::default();
+    let Some(mut reader) = MapReader::new(node, path, cx) else {
+        return emergency;
+    };
+    if let Some(value) = reader.value("revoke") {
+        let choices = EMERGENCY_REVOKE_CHOICES;
+        let choice = decode_choice(value, &reader.path_of("revoke"), cx, choices);
+        emergency.revoke_before_push = choice == Some("before_push");
+    }
+    reader.finish(cx);
+    emergency
+}
+
+/// Returns the schema of `emergency:`.
+fn emergency_schema() -> serde_json::Value {
+    schema::object(
+        "Settings of `keywheel run --emergency`, for a leaked key.",
+        vec![(
+            "revoke",
+            schema::choice(
+                "When the old key is revoked: as soon as every target holds the new \
+                 key, or, for a leak that is being abused, before the push (right after \
+                 the new key is verified).",
+                EMERGENCY_REVOKE_CHOICES,
+                Some("after_push"),
+            ),
+        )],
+        &[],
+    )
+}
+
+/// The rule a valid name follows, for messages.
+pub const NAME_RULE: &str =
+    "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+/// Whether `name` can be used as a file name and lock key.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        cx.error_hint(
-            node,
-            path,
-            format!("invalid name {name:?}"),
-            "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit",
-        );
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Checks a name used as a file name and lock key.
+pub fn check_name(node: &yaml::Node, path: &FieldPath, name: &str, cx: &mut Cx) {
+    if !is_valid_name(name) {
+        cx.error_hint(node, path, format!("invalid name {name:?}"), NAME_RULE);
     }
 }
 

@@ -302,6 +302,68 @@ fn looks_typed(text: &str) -> bool {
         || lower == ".nan"
 }
 
+/// Converts a YAML tree to the JSON value a JSON Schema validator checks.
+///
+/// Quoted and block scalars are strings. A plain scalar is `null`, a
+/// boolean or a number where YAML 1.2's core schema reads it so (`0600` is
+/// the number 600), with two exceptions that follow how keywheel reads
+/// values: `0o600` and `0x1f` stay strings, since keywheel reads only
+/// decimal digits as numbers and `0o600` as a file mode, and `.inf` and
+/// `.nan`, which JSON cannot hold, stay strings too. Everything else is a
+/// string, `yes` and `no` included. Keys are their text.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match &node.value {
+        Value::Scalar(scalar) if scalar.style == Style::Plain => plain_to_json(&scalar.text),
+        Value::Scalar(scalar) => Json::String(scalar.text.clone()),
+        Value::Sequence(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Mapping(entries) => {
+            let mut map = serde_json::Map::new();
+            for (key, value) in entries {
+                let key = match &key.value {
+                    Value::Scalar(scalar) => scalar.text.clone(),
+                    _ => continue,
+                };
+                map.insert(key, to_json(value));
+            }
+            Json::Object(map)
+        }
+    }
+}
+
+fn plain_to_json(text: &str) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Json::Null,
+        "true" | "True" | "TRUE" => return Json::Bool(true),
+        "false" | "False" | "FALSE" => return Json::Bool(false),
+        _ => {}
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let digits = !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit());
+    if digits {
+        if let Ok(value) = text.parse::<i64>() {
+            return Json::from(value);
+        }
+        if let Ok(value) = unsigned.parse::<u64>() {
+            return Json::from(value);
+        }
+    }
+    let float_chars = unsigned
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    let starts_numeric = unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if float_chars
+        && starts_numeric
+        && unsigned.bytes().any(|b| b.is_ascii_digit())
+        && let Ok(value) = text.parse::<f64>()
+        && let Some(number) = serde_json::Number::from_f64(value)
+    {
+        return Json::Number(number);
+    }
+    Json::String(text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +437,24 @@ mod tests {
         assert_eq!(quote_scalar("On"), "\"On\"");
         assert_eq!(quote_scalar("demo/app"), "demo/app");
         assert_eq!(quote_scalar("a b"), "\"a b\"");
+    }
+
+    #[test]
+    fn to_json_types_scalars_like_an_editor() {
+        let root = parse(
+            "a: 0600\nb: \"0600\"\nc: no\nd: 0o600\ne: 1.5\nf: true\ng: ~\nh: [1, x]\ni: -3\nj: .inf\n",
+        )
+        .unwrap();
+        let json = to_json(&root);
+        assert_eq!(json["a"], serde_json::json!(600));
+        assert_eq!(json["b"], "0600");
+        assert_eq!(json["c"], "no");
+        assert_eq!(json["d"], "0o600");
+        assert_eq!(json["e"], 1.5);
+        assert_eq!(json["f"], true);
+        assert_eq!(json["g"], serde_json::Value::Null);
+        assert_eq!(json["h"], serde_json::json!([1, "x"]));
+        assert_eq!(json["i"], -3);
+        assert_eq!(json["j"], ".inf");
     }
 }

@@ -321,7 +321,12 @@ impl Store for LocalStore {
     async fn playbook_text(&self, run: &RunId) -> Result<String, StoreError> {
         let path = self.run_dir(run).join(PLAYBOOK_COPY);
         fs::read_to_string(&path).map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            io::ErrorKind::NotFound => StoreError::MissingFile {
+                run: run.clone(),
+                what: "playbook copy",
+                path: path.display().to_string(),
+                hint: "restore it from a backup to resume or roll back the run; `keywheel status` still shows the run",
+            },
             _ => io_error("cannot read", &path)(err),
         })
     }
@@ -437,7 +442,12 @@ impl Store for LocalStore {
     async fn read_audit(&self, run: &RunId) -> Result<String, StoreError> {
         let path = self.run_dir(run).join(AUDIT_LOG);
         fs::read_to_string(&path).map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
+            io::ErrorKind::NotFound => StoreError::MissingFile {
+                run: run.clone(),
+                what: "audit log",
+                path: path.display().to_string(),
+                hint: "the journal is the record of truth, so `keywheel status` still shows the run",
+            },
             _ => io_error("cannot read", &path)(err),
         })
     }

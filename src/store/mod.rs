@@ -88,6 +88,14 @@ pub enum StoreError {
     },
     #[error("run {0} not found")]
     RunNotFound(RunId),
+    #[error("the {what} of run {run} is missing: {path}; {hint}")]
+    MissingFile {
+        run: RunId,
+        what: &'static str,
+        path: String,
+        /// What the operator can do next.
+        hint: &'static str,
+    },
     #[error("run {0} already exists")]
     RunExists(RunId),
     #[error(

@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use zeroize::Zeroizing;
 
 use super::local::{self, FileState};
 use super::{Receipt, Snapshot, Target, TargetCx, TargetError, mapped_values};
@@ -80,6 +81,39 @@ impl DotenvSpec {
             mode,
         }
     }
+
+    /// Returns the schema of a `dotenv` target.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{ENV_NAME_PATTERN, boolean, field_map, file_mode, text};
+        let properties = vec![
+            (
+                "path",
+                text("The .env file, relative to the playbook's directory."),
+            ),
+            (
+                "set",
+                field_map("Variable name to key field.", Some(ENV_NAME_PATTERN)),
+            ),
+            (
+                "create",
+                boolean(
+                    "Create the file, or add missing variables, instead of failing at preflight.",
+                    false,
+                ),
+            ),
+            (
+                "mode",
+                file_mode("Mode of a file keywheel creates.", PRIVATE_FILE_MODE),
+            ),
+        ];
+        super::kind_schema(
+            "dotenv",
+            "Variables in a .env file. Only their values change; every other byte of the \
+             file is kept.",
+            properties,
+            &["path", "set"],
+        )
+    }
 }
 
 fn is_variable_name(name: &str) -> bool {
@@ -106,8 +140,11 @@ struct Assignment {
     value_range: Range<usize>,
     quoting: Quoting,
     /// The value as a dotenv reader sees it.
-    value: String,
+    value: Zeroizing<String>,
 }
+
+/// Values of managed variables by name, `None` where a variable is absent.
+type Values = BTreeMap<String, Option<Zeroizing<String>>>;
 
 /// Finds the assignments in `text`. Lines that are not assignments are kept
 /// as they are and ignored.
@@ -201,7 +238,7 @@ fn parse_line(
         line_range: start..line_end,
         value_range,
         quoting,
-        value,
+        value: Zeroizing::new(value),
     };
     (Some(assignment), consumed)
 }
@@ -266,7 +303,11 @@ fn is_bare_safe(value: &str) -> bool {
 }
 
 /// Writes `value` as a dotenv token, preferring `preferred` quoting.
-fn encode(value: &str, preferred: Quoting, variable: &str) -> Result<String, TargetError> {
+fn encode(
+    value: &str,
+    preferred: Quoting,
+    variable: &str,
+) -> Result<Zeroizing<String>, TargetError> {
     if value.contains(['\n', '\r', '\0']) {
         return Err(TargetError::Misconfigured(format!(
             "the value for {variable} contains a line break or NUL, which .env files cannot hold portably"
@@ -287,7 +328,7 @@ fn encode(value: &str, preferred: Quoting, variable: &str) -> Result<String, Tar
             )));
         }
     };
-    Ok(token)
+    Ok(Zeroizing::new(token))
 }
 
 pub struct DotenvTarget {
@@ -336,8 +377,8 @@ impl DotenvTarget {
         let assignments = parse(text);
         let located = self.locate(&assignments)?;
         let values = mapped_values(key, &self.spec.set)?;
-        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
-        let mut appended = String::new();
+        let mut edits: Vec<(Range<usize>, Zeroizing<String>)> = Vec::new();
+        let mut appended = Zeroizing::new(String::new());
         for (variable, value) in &values {
             let value = value.expose_str().ok_or_else(|| {
                 TargetError::Misconfigured(format!("the value for {variable} is not UTF-8 text"))
@@ -349,7 +390,10 @@ impl DotenvTarget {
                 }
                 None => {
                     let token = encode(value, Quoting::Bare, variable)?;
-                    appended.push_str(&format!("{variable}={token}\n"));
+                    appended.push_str(variable);
+                    appended.push('=');
+                    appended.push_str(&token);
+                    appended.push('\n');
                 }
             }
         }
@@ -360,11 +404,11 @@ impl DotenvTarget {
             }
             out.push_str(&appended);
         }
-        Ok(SecretBytes::new(out.into_bytes()))
+        Ok(SecretBytes::new(std::mem::take(&mut *out).into_bytes()))
     }
 
     /// Values of the managed variables in `text` (`None` where missing).
-    fn current_values(&self, text: &str) -> Result<BTreeMap<String, Option<String>>, TargetError> {
+    fn current_values(&self, text: &str) -> Result<Values, TargetError> {
         let assignments = parse(text);
         let located = self.locate(&assignments)?;
         Ok(located
@@ -373,11 +417,11 @@ impl DotenvTarget {
             .collect())
     }
 
-    fn new_values(&self, key: &Key) -> Result<BTreeMap<String, Option<String>>, TargetError> {
+    fn new_values(&self, key: &Key) -> Result<Values, TargetError> {
         mapped_values(key, &self.spec.set)?
             .into_iter()
             .map(|(name, value)| {
-                let text = value.expose_str().map(str::to_string);
+                let text = value.expose_str().map(|t| Zeroizing::new(t.to_string()));
                 Ok((name, text))
             })
             .collect()
@@ -385,7 +429,11 @@ impl DotenvTarget {
 
     /// `current` with the managed variables put back as `previous` wrote
     /// them: their original tokens, or no line where they were absent.
-    fn restore_tokens(&self, current: &str, previous: &str) -> Result<String, TargetError> {
+    fn restore_tokens(
+        &self,
+        current: &str,
+        previous: &str,
+    ) -> Result<Zeroizing<String>, TargetError> {
         let current_assignments = parse(current);
         let previous_assignments = parse(previous);
         let now = self.locate(&current_assignments)?;
@@ -398,18 +446,18 @@ impl DotenvTarget {
             match before.get(variable).copied().flatten() {
                 Some(old) => edits.push((
                     assignment.value_range.clone(),
-                    previous[old.value_range.clone()].to_string(),
+                    Zeroizing::new(previous[old.value_range.clone()].to_string()),
                 )),
-                None => edits.push((assignment.line_range.clone(), String::new())),
+                None => edits.push((assignment.line_range.clone(), Zeroizing::default())),
             }
         }
         Ok(apply_edits(current, edits))
     }
 }
 
-fn apply_edits(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
+fn apply_edits(text: &str, mut edits: Vec<(Range<usize>, Zeroizing<String>)>) -> Zeroizing<String> {
     edits.sort_by_key(|(range, _)| std::cmp::Reverse(range.start));
-    let mut out = text.to_string();
+    let mut out = Zeroizing::new(text.to_string());
     for (range, replacement) in edits {
         out.replace_range(range, &replacement);
     }
@@ -456,7 +504,7 @@ impl Target for DotenvTarget {
 
     async fn preflight(&self, _cx: &TargetCx) -> Result<Snapshot, TargetError> {
         let (state, content) = local::inspect(&self.spec.path, self.spec.create, self.spec.mode)?;
-        let text = self.text(&content)?;
+        let text = self.text(content.expose())?;
         let assignments = parse(text);
         let located = self.locate(&assignments)?;
         let missing: Vec<&str> = located
@@ -478,7 +526,7 @@ impl Target for DotenvTarget {
         Ok(Snapshot {
             summary,
             state: serde_json::to_value(&state).unwrap_or_default(),
-            previous: SecretBytes::new(content),
+            previous: content,
         })
     }
 
@@ -502,6 +550,7 @@ impl Target for DotenvTarget {
             local::replace(&state, desired.expose())?;
             return done("created the file");
         };
+        let current = current.expose();
         if current == desired.expose() {
             return done("already up to date");
         }
@@ -511,7 +560,7 @@ impl Target for DotenvTarget {
         }
         // Someone edited the file since preflight. When the managed variables
         // still hold their previous values, apply the change on top.
-        let current_text = self.text(&current)?;
+        let current_text = self.text(current)?;
         let now = self.current_values(current_text)?;
         if now == self.current_values(previous)? {
             let desired = self.render(current_text, key)?;
@@ -546,6 +595,7 @@ impl Target for DotenvTarget {
                 done("file was absent and is absent")
             };
         };
+        let current = current.expose();
         if state.exists && current == previous.as_bytes() {
             return done("already holds the previous content");
         }
@@ -558,7 +608,7 @@ impl Target for DotenvTarget {
             local::remove(&state)?;
             return done("removed the file keywheel created");
         }
-        let current_text = self.text(&current)?;
+        let current_text = self.text(current)?;
         let now = self.current_values(current_text)?;
         if now == self.current_values(previous)? {
             return done("managed variables already hold their previous values");
@@ -574,6 +624,7 @@ impl Target for DotenvTarget {
         done(
             "left alone: the managed variables hold neither the new nor the previous values, so someone else wrote them after preflight",
         )
+        .map(Receipt::left_alone)
     }
 }
 
@@ -689,7 +740,7 @@ mod tests {
         ] {
             let text = render("API_KEY=old\n", value);
             let parsed = parse(&text);
-            assert_eq!(parsed[0].value, value, "{text}");
+            assert_eq!(parsed[0].value.as_str(), value, "{text}");
         }
     }
 
@@ -699,10 +750,13 @@ mod tests {
         let previous = "A=1\nAPI_KEY=\"old\" # c\n";
         let current = "A=2\nAPI_KEY=\"new\" # c\n";
         assert_eq!(
-            t.restore_tokens(current, previous).unwrap(),
+            t.restore_tokens(current, previous).unwrap().as_str(),
             "A=2\nAPI_KEY=\"old\" # c\n"
         );
         let appended = "A=1\nAPI_KEY=new\n";
-        assert_eq!(t.restore_tokens(appended, "A=1\n").unwrap(), "A=1\n");
+        assert_eq!(
+            t.restore_tokens(appended, "A=1\n").unwrap().as_str(),
+            "A=1\n"
+        );
     }
 }

@@ -32,6 +32,8 @@ use crate::playbook::decode::{Cx, FileMode, MapReader, decode_choice};
 use crate::playbook::{check_key_field, decode_field_map};
 use crate::secret::SecretBytes;
 
+const FORMATS: &[&str] = &["raw", "json"];
+
 #[derive(Clone, Debug)]
 pub struct FileSpec {
     pub path: PathBuf,
@@ -61,7 +63,7 @@ impl FileSpec {
             .optional::<FileMode>("mode", cx)
             .map_or(PRIVATE_FILE_MODE, |mode| mode.0);
         let format = match reader.value("format") {
-            Some(node) => decode_choice(node, &reader.path_of("format"), cx, &["raw", "json"]),
+            Some(node) => decode_choice(node, &reader.path_of("format"), cx, FORMATS),
             None => Some("raw"),
         };
         let format = if format == Some("json") {
@@ -114,6 +116,70 @@ impl FileSpec {
             create,
             mode,
         }
+    }
+
+    /// Returns the schema of a `file` target.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{boolean, choice, field_map, file_mode, text, with_rules};
+        let mut field = text("With format raw: the key field that is the whole file.");
+        field["default"] = "secret".into();
+        let properties = vec![
+            (
+                "path",
+                text("The file, relative to the playbook's directory."),
+            ),
+            (
+                "format",
+                choice(
+                    "The whole file is one key field (raw), or members of a JSON document are (json).",
+                    FORMATS,
+                    Some("raw"),
+                ),
+            ),
+            ("field", field),
+            (
+                "trailing_newline",
+                boolean("With format raw: end the file with a newline.", false),
+            ),
+            (
+                "set",
+                field_map(
+                    "With format json: member name or JSON pointer (/a/b) to key field; \
+                     other members are kept.",
+                    None,
+                ),
+            ),
+            (
+                "create",
+                boolean(
+                    "Create the file, or JSON members, when missing instead of failing at preflight.",
+                    false,
+                ),
+            ),
+            (
+                "mode",
+                file_mode(
+                    "Mode of a file keywheel creates; an existing file keeps its mode and owner.",
+                    PRIVATE_FILE_MODE,
+                ),
+            ),
+        ];
+        let schema = super::kind_schema(
+            "file",
+            "A file whose whole content is one key field, or a JSON document with some \
+             members set to key fields.",
+            properties,
+            &["path"],
+        );
+        let json_only = serde_json::json!({
+            "if": {"required": ["format"], "properties": {"format": {"const": "json"}}},
+            "then": {
+                "required": ["set"],
+                "not": {"anyOf": [{"required": ["field"]}, {"required": ["trailing_newline"]}]},
+            },
+            "else": {"not": {"required": ["set"]}},
+        });
+        with_rules(schema, vec![json_only])
     }
 }
 
@@ -234,7 +300,7 @@ impl Target for FileTarget {
         if let FileFormat::Json { set } = &self.spec.format
             && state.exists
         {
-            let mut document = parse_json(&content, &self.spec.path)?;
+            let mut document = parse_json(content.expose(), &self.spec.path)?;
             for member in set.keys() {
                 set_member(&mut document, member, "", &self.spec.path)?;
             }
@@ -242,7 +308,7 @@ impl Target for FileTarget {
         Ok(Snapshot {
             summary: state.summary(),
             state: serde_json::to_value(&state).unwrap_or_default(),
-            previous: SecretBytes::new(content),
+            previous: content,
         })
     }
 
@@ -256,13 +322,13 @@ impl Target for FileTarget {
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
         let current = local::read_current(&state)?;
         match current {
-            Some(bytes) if bytes == desired.expose() => {
+            Some(bytes) if bytes.expose() == desired.expose() => {
                 return Ok(Receipt {
                     state: serde_json::json!({"written": false}),
                     summary: "already up to date".into(),
                 });
             }
-            Some(bytes) if state.exists && bytes == snapshot.previous.expose() => {}
+            Some(bytes) if state.exists && bytes.expose() == snapshot.previous.expose() => {}
             None if !state.exists => {}
             _ => {
                 return Err(TargetError::ConcurrentModification(format!(
@@ -294,19 +360,20 @@ impl Target for FileTarget {
         };
         match (&current, state.exists) {
             (None, false) => return done("file was absent and is absent"),
-            (Some(bytes), true) if bytes == snapshot.previous.expose() => {
+            (Some(bytes), true) if bytes.expose() == snapshot.previous.expose() => {
                 return done("already holds the previous content");
             }
             _ => {}
         }
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
-        if current.as_deref() != Some(desired.expose()) {
+        if current.as_ref().map(SecretBytes::expose) != Some(desired.expose()) {
             // Someone else wrote the file after preflight: the new key is
             // not in it, and overwriting would lose their change.
             tracing::warn!(target = %self.name, "restore left a file alone: it holds neither the new nor the previous content");
             return done(
                 "left alone: it holds neither the new nor the previous content, so someone else wrote it after preflight",
-            );
+            )
+            .map(Receipt::left_alone);
         }
         if state.exists {
             local::replace(&state, snapshot.previous.expose())?;

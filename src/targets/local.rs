@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TargetError;
 use crate::fsutil;
+use crate::secret::SecretBytes;
 
 /// What a local file looked like at preflight. Public: journaled in clear.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +41,7 @@ pub fn inspect(
     path: &Path,
     create: bool,
     new_mode: u32,
-) -> Result<(FileState, Vec<u8>), TargetError> {
+) -> Result<(FileState, SecretBytes), TargetError> {
     let shown = path.display();
     let real_path = match fs::canonicalize(path) {
         Ok(real) => real,
@@ -73,7 +74,7 @@ pub fn inspect(
                 uid: None,
                 gid: None,
             };
-            return Ok((state, Vec::new()));
+            return Ok((state, SecretBytes::default()));
         }
         Err(err) => return Err(io_error("cannot resolve", path, err)),
     };
@@ -84,6 +85,7 @@ pub fn inspect(
         )));
     }
     let content = fs::read(&real_path).map_err(|err| io_error("cannot read", path, err))?;
+    let content = SecretBytes::new(content);
     let parent = real_path.parent().unwrap_or(Path::new("/"));
     check_writable_dir(parent, path)?;
     let state = FileState {
@@ -97,9 +99,9 @@ pub fn inspect(
 }
 
 /// Reads the file's current content; `None` when it does not exist.
-pub fn read_current(state: &FileState) -> Result<Option<Vec<u8>>, TargetError> {
+pub fn read_current(state: &FileState) -> Result<Option<SecretBytes>, TargetError> {
     match fs::read(&state.real_path) {
-        Ok(content) => Ok(Some(content)),
+        Ok(content) => Ok(Some(SecretBytes::new(content))),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(io_error("cannot read", &state.real_path, err)),
     }
@@ -118,7 +120,8 @@ pub fn replace(state: &FileState, content: &[u8]) -> Result<(), TargetError> {
     fsutil::write_atomic_owned(path, content, state.mode, owner(state))
         .map_err(|err| io_error("cannot write", path, err))?;
     let back = fs::read(path).map_err(|err| io_error("cannot read back", path, err))?;
-    if back != content {
+    let back = SecretBytes::new(back);
+    if back.expose() != content {
         return Err(TargetError::ReadBackMismatch(format!(
             "{} does not hold the bytes just written",
             path.display()

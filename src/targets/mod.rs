@@ -29,7 +29,7 @@
 //!   idempotent too. It never overwrites a value that is neither the new
 //!   key's nor the snapshot's: someone else wrote it after preflight, the new
 //!   key is not there to undo, so it leaves the value alone and says so in
-//!   its receipt.
+//!   its receipt ([`Receipt::left_alone`]).
 //! - `restart` makes the consumers load the values now stored (restarts
 //!   pods) and returns only once that is confirmed (the rollout is
 //!   complete), or fails. It writes the `marker` the engine gives it, which
@@ -190,6 +190,39 @@ impl TargetSpec {
     }
 }
 
+/// Returns the schema of each target kind, in the order of [`KINDS`].
+pub fn kind_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("file", file::FileSpec::schema()),
+        ("dotenv", dotenv::DotenvSpec::schema()),
+        ("vault", vault::VaultSpec::schema()),
+        ("kubernetes", kubernetes::KubernetesSpec::schema()),
+        ("aws_secret", aws_secret::AwsSecretSpec::schema()),
+    ]
+}
+
+/// Returns the schema of one target kind: `name` and `type`, then the kind's own
+/// `properties`, of which `required` are required.
+pub fn kind_schema(
+    kind: &str,
+    description: &str,
+    properties: Vec<(&'static str, serde_json::Value)>,
+    required: &[&str],
+) -> serde_json::Value {
+    use crate::playbook::schema::{kind_tag, name, object};
+    let mut all = vec![
+        (
+            "name",
+            name("Names the target in output and the journal; unique within the playbook."),
+        ),
+        ("type", kind_tag(kind)),
+    ];
+    all.extend(properties);
+    let mut all_required = vec!["name", "type"];
+    all_required.extend(required);
+    object(description, all, &all_required)
+}
+
 /// A problem found when a target is built: a missing environment variable or
 /// an unusable address. Nothing has been contacted yet.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -225,6 +258,27 @@ pub struct Receipt {
     /// Public facts such as the version written; journaled in clear.
     pub state: serde_json::Value,
     pub summary: String,
+}
+
+/// Member of a restore receipt's `state` that marks a value written by
+/// someone else after preflight, which the restore left alone.
+pub const LEFT_ALONE: &str = "left_alone";
+
+impl Receipt {
+    /// Marks the receipt of a restore that left another writer's value in
+    /// place, so that the rollback does not report the target as restored.
+    pub fn left_alone(mut self) -> Self {
+        if !self.state.is_object() {
+            self.state = serde_json::json!({});
+        }
+        self.state[LEFT_ALONE] = serde_json::Value::Bool(true);
+        self
+    }
+
+    /// Whether the journaled `state` of a restore marks it as left alone.
+    pub fn was_left_alone(state: &serde_json::Value) -> bool {
+        state.get(LEFT_ALONE).and_then(serde_json::Value::as_bool) == Some(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,16 @@ const DEFAULT_CONSECUTIVE_ERROR_LIMIT: u32 = 3;
 /// Shortest interval accepted: faster samples would mostly read the same
 /// scraped values again.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const ON_INCONCLUSIVE_CHOICES: &[&str] = &["rollback", "hold"];
+const SERIES_CHOICES: &[&str] = &["all", "any"];
+const NO_VALUE_CHOICES: &[&str] = &["inconclusive", "pass", "fail"];
+/// Fields that would hold a credential inline, each with the field that
+/// names its environment variable instead.
+const INLINE_CREDENTIALS: [(&str, &str); 3] = [
+    ("token", "token_env"),
+    ("password", "password_env"),
+    ("username", "username_env"),
+];
 
 /// A validated `watch:` section.
 #[derive(Clone, Debug)]
@@ -226,7 +236,7 @@ pub fn decode(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<WatchSpec> {
                 value,
                 &reader.path_of("on_inconclusive"),
                 cx,
-                &["rollback", "hold"],
+                ON_INCONCLUSIVE_CHOICES,
             );
             match choice {
                 Some("hold") => OnInconclusive::Hold,
@@ -285,6 +295,273 @@ pub fn decode(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<WatchSpec> {
     })
 }
 
+/// Returns the schema of `watch:`.
+pub fn schema() -> serde_json::Value {
+    use crate::playbook::schema::{choice, object, with_rules};
+    let properties = vec![
+        (
+            "on_inconclusive",
+            choice(
+                "What a window without a clear pass does: undo the rotation (rollback), or \
+                 hold the run for `keywheel resume` or `keywheel rollback` (hold).",
+                ON_INCONCLUSIVE_CHOICES,
+                Some("rollback"),
+            ),
+        ),
+        ("prometheus", prometheus_schema()),
+        (
+            "queries",
+            serde_json::json!({
+                "description": "Prometheus checks.",
+                "type": "array",
+                "minItems": 1,
+                "items": query_schema(),
+            }),
+        ),
+        (
+            "http",
+            serde_json::json!({
+                "description": "HTTP checks, for services without Prometheus.",
+                "type": "array",
+                "minItems": 1,
+                "items": http_schema(),
+            }),
+        ),
+    ];
+    let schema = object(
+        "Checks sampled after the push, and after the old key is disabled; a breach \
+         rolls the run back.",
+        properties,
+        &[],
+    );
+    let some_check =
+        serde_json::json!({"anyOf": [{"required": ["queries"]}, {"required": ["http"]}]});
+    with_rules(schema, vec![some_check])
+}
+
+fn prometheus_schema() -> serde_json::Value {
+    use crate::playbook::schema::{env_name, object, rejected, with_rules};
+    let (connection, rules) = connection_schema();
+    let mut properties = vec![
+        (
+            "address_env",
+            env_name(
+                "Environment variable holding the base URL, such as http://127.0.0.1:9090.",
+                Some(DEFAULT_ADDRESS_ENV),
+            ),
+        ),
+        (
+            "address",
+            rejected("Never written in a playbook: name the variable in `address_env`."),
+        ),
+    ];
+    properties.extend(connection);
+    let schema = object("Where Prometheus is and how to reach it.", properties, &[]);
+    with_rules(schema, rules)
+}
+
+fn query_schema() -> serde_json::Value {
+    use crate::playbook::schema::{choice, exactly_one, object, with_rules};
+    let query = serde_json::json!({
+        "description": "PromQL, run as an instant query; it must return an instant vector or a scalar.",
+        "type": "string",
+        "minLength": 1,
+    });
+    let mut properties = vec![
+        ("name", check_name_schema()),
+        ("query", query),
+        (
+            "series",
+            choice(
+                "With several series: every one must pass (all), or one is enough (any).",
+                SERIES_CHOICES,
+                Some("all"),
+            ),
+        ),
+    ];
+    properties.extend(threshold_schema());
+    properties.extend(sampling_schema());
+    let schema = object("A Prometheus check.", properties, &["name", "query"]);
+    with_rules(schema, vec![exactly_one(&THRESHOLD_FIELDS)])
+}
+
+fn http_schema() -> serde_json::Value {
+    use crate::playbook::schema::{exactly_one, object, pointer, with_rules};
+    let url = serde_json::json!({
+        "description": "An http:// or https:// URL without credentials, fetched with GET.",
+        "type": "string",
+        "pattern": "^https?://",
+    });
+    let mut properties = vec![
+        ("name", check_name_schema()),
+        ("url", url),
+        (
+            "json_pointer",
+            pointer(
+                "JSON pointer into the response body of the value compared with the \
+                 threshold. Without it only the status is checked.",
+            ),
+        ),
+    ];
+    properties.extend(threshold_schema());
+    let (connection, mut rules) = connection_schema();
+    properties.extend(connection);
+    properties.extend(sampling_schema());
+    let schema = object(
+        "An HTTP check: a response that is not 2xx is a breach.",
+        properties,
+        &["name", "url"],
+    );
+    // A threshold compares the value at `json_pointer`, so it comes with
+    // one; without a pointer only the status is checked.
+    let any_threshold: Vec<serde_json::Value> = THRESHOLD_FIELDS
+        .iter()
+        .map(|field| serde_json::json!({"required": [field]}))
+        .collect();
+    rules.push(serde_json::json!({
+        "if": {"required": ["json_pointer"]},
+        "then": exactly_one(&THRESHOLD_FIELDS),
+        "else": {"not": {"anyOf": any_threshold}},
+    }));
+    with_rules(schema, rules)
+}
+
+fn check_name_schema() -> serde_json::Value {
+    crate::playbook::schema::name("Names the check; unique among the checks.")
+}
+
+fn threshold_schema() -> Vec<(&'static str, serde_json::Value)> {
+    use crate::playbook::schema::number;
+    let mut max_increase = number("The value must stay at or under the baseline plus this.");
+    max_increase["minimum"] = 0.into();
+    let mut max_ratio = number("The value must stay at or under the baseline times this.");
+    max_ratio["exclusiveMinimum"] = 0.into();
+    vec![
+        ("max", number("The value must stay at or under this.")),
+        ("max_increase", max_increase),
+        ("max_ratio", max_ratio),
+    ]
+}
+
+fn sampling_schema() -> Vec<(&'static str, serde_json::Value)> {
+    use crate::playbook::schema::{choice, duration, integer};
+    let mut failure_limit = integer(
+        "Breaches tolerated; one more fails the window at once.",
+        0,
+        None,
+    );
+    failure_limit["default"] = 0.into();
+    let mut error_limit = integer(
+        "Errors in a row tolerated; one more ends the window as inconclusive.",
+        0,
+        None,
+    );
+    error_limit["default"] = DEFAULT_CONSECUTIVE_ERROR_LIMIT.into();
+    vec![
+        (
+            "interval",
+            duration(
+                "Time between samples; the first is taken one interval after the window starts.",
+                Some(DEFAULT_INTERVAL),
+            ),
+        ),
+        (
+            "duration",
+            duration(
+                "Length of the window for this check.",
+                Some(DEFAULT_DURATION),
+            ),
+        ),
+        (
+            "min_samples",
+            integer(
+                "Good samples needed to pass (default: half the samples of a window, rounded up).",
+                1,
+                None,
+            ),
+        ),
+        ("failure_limit", failure_limit),
+        ("consecutive_error_limit", error_limit),
+        (
+            "on_empty",
+            choice(
+                "What a sample with no series counts as.",
+                NO_VALUE_CHOICES,
+                Some("inconclusive"),
+            ),
+        ),
+        (
+            "on_nan",
+            choice(
+                "What a NaN value counts as; NaN is never compared with a threshold.",
+                NO_VALUE_CHOICES,
+                Some("inconclusive"),
+            ),
+        ),
+    ]
+}
+
+/// Returns the schema of the fields [`decode_connection`] reads, and the rules
+/// between them.
+fn connection_schema() -> (
+    Vec<(&'static str, serde_json::Value)>,
+    Vec<serde_json::Value>,
+) {
+    use crate::playbook::schema::{duration, env_name, headers, rejected, text};
+    let mut headers = headers(
+        "Extra request headers with non-secret values, such as X-Scope-OrgID: team-a; \
+         Authorization is rejected.",
+    );
+    headers["propertyNames"]["not"] =
+        serde_json::json!({"pattern": "^[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]$"});
+    let mut properties = vec![
+        (
+            "token_env",
+            env_name("Environment variable holding a bearer token.", None),
+        ),
+        (
+            "username_env",
+            env_name(
+                "Environment variable holding the basic authentication user.",
+                None,
+            ),
+        ),
+        (
+            "password_env",
+            env_name(
+                "Environment variable holding the basic authentication password.",
+                None,
+            ),
+        ),
+        ("headers", headers),
+        (
+            "ca_cert",
+            text(
+                "PEM file of the CA that signed the server's certificate, relative to the playbook.",
+            ),
+        ),
+        (
+            "timeout",
+            duration("Timeout of each request.", Some(DEFAULT_TIMEOUT)),
+        ),
+    ];
+    for (field, env_field) in INLINE_CREDENTIALS {
+        let description =
+            format!("Never written in a playbook: name the variable in `{env_field}`.");
+        properties.push((field, rejected(&description)));
+    }
+    let rules = vec![
+        serde_json::json!({
+            "dependentRequired": {
+                "username_env": ["password_env"],
+                "password_env": ["username_env"],
+            },
+        }),
+        crate::playbook::schema::at_most_one(&["token_env", "username_env"]),
+    ];
+    (properties, rules)
+}
+
 type DecodeCheck = fn(&Node, &FieldPath, &mut Cx) -> Option<CheckSpec>;
 
 fn decode_list(
@@ -337,7 +614,7 @@ fn decode_query(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<CheckSpec>
         cx.error(value, &reader.path_of("query"), "the query is empty");
     }
     let series = match reader.value("series") {
-        Some(value) => match decode_choice(value, &reader.path_of("series"), cx, &["all", "any"]) {
+        Some(value) => match decode_choice(value, &reader.path_of("series"), cx, SERIES_CHOICES) {
             Some("any") => SeriesRule::Any,
             _ => SeriesRule::All,
         },
@@ -582,12 +859,7 @@ fn decode_no_value(reader: &mut MapReader<'_>, field: &'static str, cx: &mut Cx)
     let Some(node) = reader.value(field) else {
         return NoValue::default();
     };
-    match decode_choice(
-        node,
-        &reader.path_of(field),
-        cx,
-        &["inconclusive", "pass", "fail"],
-    ) {
+    match decode_choice(node, &reader.path_of(field), cx, NO_VALUE_CHOICES) {
         Some("pass") => NoValue::Pass,
         Some("fail") => NoValue::Fail,
         _ => NoValue::Inconclusive,
@@ -618,11 +890,7 @@ fn decode_prometheus(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<Prome
 }
 
 fn decode_connection(reader: &mut MapReader<'_>, cx: &mut Cx) -> Connection {
-    for (field, hint) in [
-        ("token", "token_env"),
-        ("password", "password_env"),
-        ("username", "username_env"),
-    ] {
+    for (field, hint) in INLINE_CREDENTIALS {
         if let Some(value) = reader.value(field) {
             cx.error_hint(
                 value,

@@ -1012,6 +1012,78 @@ policy:
     }
 }
 
+/// Returns each target's outcome as `status RUN --json` reports it, and
+/// checks that the text of `status RUN` shows the same outcomes.
+fn target_outcomes(env: &TestEnv, run_id: &str) -> Vec<(String, String)> {
+    let report = env.keywheel(&["status", run_id, "--json"]).json();
+    let outcomes: Vec<(String, String)> = report["runs"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let text = env
+        .keywheel(&["status", run_id])
+        .assert_code(EXIT_OK)
+        .stdout
+        .clone();
+    for (name, status) in &outcomes {
+        let shown = text.lines().any(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words.len() >= 2 && words[0] == name && words[1] == status
+        });
+        assert!(shown, "status does not show {name} as {status}:\n{text}");
+    }
+    outcomes
+}
+
+/// Returns the journal's outcome record of each push, by target name:
+/// `done`, or `failed` with its class.
+fn journaled_pushes(f: &Fixture, run_id: &str) -> Vec<(String, String)> {
+    f.journal(run_id)
+        .iter()
+        .filter(|r| r["step"].as_str().is_some_and(|s| s.starts_with("push:")))
+        .filter(|r| r["event"] == "done" || r["event"] == "failed")
+        .map(|r| {
+            let target = r["step"].as_str().unwrap()["push:".len()..].to_string();
+            let outcome = match r["class"].as_str() {
+                Some(class) => format!("failed ({class})"),
+                None => r["event"].as_str().unwrap().to_string(),
+            };
+            (target, outcome)
+        })
+        .collect()
+}
+
+/// Checks the journal's outcome of every push of the partial failure:
+/// Kubernetes denied, every other target done.
+#[track_caller]
+fn assert_pushes_journaled(f: &Fixture, run_id: &str) {
+    let mut journaled = journaled_pushes(f, run_id);
+    journaled.sort();
+    assert_eq!(
+        journaled,
+        pairs(&[
+            ("app-env", "done"),
+            ("aws-secret", "done"),
+            ("k8s-app", "failed (denied)"),
+            ("vault-app", "done"),
+        ])
+    );
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
 fn steps(report: &Value) -> Vec<(String, String)> {
     report["steps"]
         .as_array()
@@ -1055,6 +1127,47 @@ fn partial_failure_restores_vault_and_aws() {
     );
     assert!(calls(&f.proxy, "UpdateAccessKey").is_empty());
     f.assert_original();
+    let moves = stage_moves(&f.proxy, "AWSCURRENT");
+    let back = moves.last().expect("AWSCURRENT moved back");
+    assert_eq!(back["MoveToVersionId"], f.old_version.as_str());
+
+    let run_id = report["run_id"].as_str().unwrap();
+    assert_pushes_journaled(f, run_id);
+    let outcomes = target_outcomes(&f.env, run_id);
+    assert_eq!(
+        outcomes,
+        pairs(&[
+            ("aws-secret", "restored"),
+            ("app-env", "restored"),
+            ("vault-app", "restored"),
+            ("k8s-app", "restored"),
+        ])
+    );
+    let status = f.env.keywheel(&["status", run_id, "--json"]).json();
+    let pushes: Vec<(&str, &str)> = status["runs"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["push"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pushes,
+        [
+            ("aws-secret", "pushed"),
+            ("app-env", "pushed"),
+            ("vault-app", "pushed"),
+            ("k8s-app", "push_failed"),
+        ]
+    );
+    let text = f.env.keywheel(&["status", run_id]).stdout;
+    let k8s_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("k8s-app"))
+        .unwrap();
+    assert!(
+        k8s_line.contains("(push failed: permission denied"),
+        "{k8s_line}"
+    );
 
     let (version, data) = p.vault.get("secret", &p.vault_path);
     assert_eq!(version, 3, "the previous value is written as a new version");
@@ -1087,14 +1200,61 @@ fn held_partial_failure_resumes_failed_target() {
     assert_eq!(report["status"], "held");
     let new_id = report["new_key_id"].as_str().unwrap().to_string();
     assert_eq!(f.moto.key_active(&f.user, &f.old.id), Some(true));
+    assert_eq!(f.moto.key_active(&f.user, &new_id), Some(true));
+    let run_id = f.run_id().unwrap();
+    assert_pushes_journaled(f, &run_id);
+    let outcomes = target_outcomes(&f.env, &run_id);
+    assert_eq!(
+        outcomes,
+        pairs(&[
+            ("aws-secret", "pushed"),
+            ("app-env", "pushed"),
+            ("vault-app", "pushed"),
+            ("k8s-app", "push_failed"),
+        ])
+    );
+    // While held, the pushed targets hold the new key and Kubernetes the
+    // old one.
+    assert_eq!(f.secret_pair().0, new_id);
+    assert_eq!(
+        p.vault.get("secret", &p.vault_path).1["access_key_id"],
+        new_id
+    );
+    let k8s_id = p
+        .cluster
+        .secret_value(&p.namespace, "aws-pair", "AWS_ACCESS_KEY_ID")
+        .unwrap();
+    assert_eq!(k8s_id, f.old.id.as_bytes());
     let puts_before = calls(&f.proxy, "PutSecretValue").len();
+    let moves_before = calls(&f.proxy, "UpdateSecretVersionStage").len();
     let (vault_version, _) = p.vault.get("secret", &p.vault_path);
 
     p.cluster.control().clear_forbid();
-    let run_id = f.run_id().unwrap();
-    f.env
-        .keywheel(&["resume", &run_id, "--yes"])
-        .assert_code(EXIT_OK);
+    p.cluster.control().clear_requests();
+    let resumed = f.env.keywheel(&["resume", &run_id, "--yes", "--json"]);
+    resumed.assert_code(EXIT_OK);
+    assert_eq!(resumed.json()["run_id"], run_id.as_str());
+    let k8s_writes: Vec<String> = p
+        .cluster
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        k8s_writes,
+        [format!(
+            "PUT /api/v1/namespaces/{}/secrets/aws-pair",
+            p.namespace
+        )],
+        "resume wrote elsewhere in the cluster"
+    );
+    assert_eq!(
+        calls(&f.proxy, "UpdateSecretVersionStage").len(),
+        moves_before,
+        "the AWS secret's stages moved again"
+    );
 
     assert_eq!(
         calls(&f.proxy, "CreateAccessKey").len(),

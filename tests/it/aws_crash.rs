@@ -3,98 +3,79 @@
 //! same crash, `rollback` puts back the old key, the old AWSCURRENT version
 //! and the old file, leaving no extra access key behind.
 
+use std::path::{Path, PathBuf};
+
 use crate::aws::{Fixture, fixture};
-use crate::support::{EXIT_OK, EXIT_USAGE};
+use crate::support::TestEnv;
+use crate::support::crash::{CrashFixture, run_matrix};
+use crate::support::dotenv_value;
 
 const POLICY: &str = "policy:\n  concurrency: 1\n";
 
-/// Number of journal records of an uninterrupted run.
-fn records_in_full_run() -> usize {
+pub struct AwsCrash {
+    pub f: Fixture,
+    pub playbook: PathBuf,
+}
+
+pub fn aws_crash() -> AwsCrash {
     let f = fixture();
     let playbook = f.playbook(POLICY);
-    f.run(&playbook, &["--yes"]).assert_code(EXIT_OK);
-    f.assert_rotated();
-    let run_id = f.run_id().unwrap();
-    f.journal(&run_id).len()
+    AwsCrash { f, playbook }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Recovery {
-    Resume,
-    Rollback,
-}
-
-fn crash_and_recover(point: &str, recovery: Recovery) {
-    let f = fixture();
-    let playbook = f.playbook(POLICY);
-    f.env
-        .keywheel_crashing(point, &["run", playbook.to_str().unwrap(), "--yes"])
-        .assert_killed();
-
-    let Some(run_id) = f.run_id() else {
-        // Killed before the first record: nothing happened.
-        f.assert_original();
-        return;
-    };
-    match recovery {
-        Recovery::Resume => resume(&f, point, &run_id),
-        Recovery::Rollback => rollback(&f, point, &run_id),
+impl CrashFixture for AwsCrash {
+    fn env(&self) -> &TestEnv {
+        &self.f.env
     }
-    let status = f.env.keywheel(&["status", &run_id, "--json"]).json();
-    let final_status = status["runs"][0]["status"].as_str().unwrap().to_string();
-    assert!(
-        ["completed", "rolled_back"].contains(&final_status.as_str()),
-        "{point}: ended {final_status}"
-    );
-}
 
-fn resume(f: &Fixture, point: &str, run_id: &str) {
-    let run = f.env.keywheel(&["resume", run_id, "--yes"]);
-    let finished_already = run.code == Some(EXIT_USAGE) && run.stderr.contains("already finished");
-    assert!(
-        run.code == Some(EXIT_OK) || finished_already,
-        "{point}: resume failed:\n{}",
-        run.stderr
-    );
-    f.assert_rotated();
-}
-
-fn rollback(f: &Fixture, point: &str, run_id: &str) {
-    let run = f.env.keywheel(&["rollback", run_id]);
-    if run.code == Some(EXIT_USAGE) && run.stderr.contains("already finished (completed)") {
-        f.assert_rotated();
-        return;
+    fn playbook(&self) -> &Path {
+        &self.playbook
     }
-    if run.code == Some(EXIT_USAGE) && run.stderr.contains("point of no return") {
-        // The old key may be deleted already: the only way on is forward.
-        resume(f, point, run_id);
-        return;
-    }
-    assert_eq!(
-        run.code,
-        Some(EXIT_OK),
-        "{point}: rollback failed:\n{}",
-        run.stderr
-    );
-    f.assert_original();
-}
 
-fn crash_everywhere(recovery: Recovery) {
-    let records = records_in_full_run();
-    assert!(records >= 15, "a run writes {records} records");
-    for seq in 1..=records {
-        for point in [format!("before:{seq}"), format!("after:{seq}")] {
-            crash_and_recover(&point, recovery);
-        }
+    /// The key pair, as `id:secret`.
+    fn old_value(&self) -> String {
+        format!("{}:{}", self.f.old.id, self.f.old.secret)
+    }
+
+    fn target_values(&self) -> Vec<(String, String)> {
+        let (id, secret) = self.f.secret_pair();
+        let text = self.f.env_text();
+        let env_id = dotenv_value(&text, "AWS_ACCESS_KEY_ID").unwrap();
+        let env_secret = dotenv_value(&text, "AWS_SECRET_ACCESS_KEY").unwrap();
+        vec![
+            ("aws-secret".into(), format!("{id}:{secret}")),
+            ("app-env".into(), format!("{env_id}:{env_secret}")),
+        ]
+    }
+
+    fn issuer_keys(&self) -> Option<Vec<(String, bool)>> {
+        Some(self.f.moto.keys(&self.f.user))
+    }
+
+    fn old_key_id(&self) -> Option<String> {
+        Some(self.f.old.id.clone())
+    }
+
+    /// IAM accepts a key while it exists and is active.
+    fn old_key_accepted(&self) -> Option<bool> {
+        Some(self.f.moto.key_active(&self.f.user, &self.f.old.id) == Some(true))
+    }
+
+    fn check_rotated(&self, point: &str, _new_value: &str) {
+        let new = self.f.assert_rotated();
+        assert_ne!(new.id, self.f.old.id, "{point}");
+    }
+
+    fn check_original(&self, _point: &str) {
+        self.f.assert_original();
     }
 }
 
 #[test]
-fn aws_crash_at_every_journal_point_then_resume() {
-    crash_everywhere(Recovery::Resume);
-}
-
-#[test]
-fn aws_crash_at_every_journal_point_then_rollback() {
-    crash_everywhere(Recovery::Rollback);
+fn aws_crash_matrix() {
+    run_matrix(
+        "aws_iam issuer into aws_secret and dotenv",
+        &["aws_iam", "aws_secret", "dotenv"],
+        aws_crash,
+    );
 }

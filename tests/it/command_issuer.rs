@@ -68,7 +68,7 @@ fn example_program_rotates_a_gateway_key() {
 /// A local issuer program that keeps keys in keys.json next to it and
 /// records its argv and environment for each call. `mode` in the same
 /// folder makes it sleep (with a child) or fail.
-const TEST_PROGRAM: &str = r#"#!/usr/bin/env python3
+pub const TEST_PROGRAM: &str = r#"#!/usr/bin/env python3
 import json, os, secrets, subprocess, sys, time
 
 here = os.path.dirname(os.path.abspath(__file__))

@@ -1,23 +1,30 @@
-//! kill -9 at every journal point of a Vault plus .env rotation: `resume`
-//! then finishes the run, and, from the same crash, `rollback` restores the
-//! previous bytes of every target.
+//! kill -9 at every journal point, then `resume` or `rollback`, for two
+//! scenarios: the random issuer into Vault and a .env file, and the command
+//! issuer into a raw file and a JSON file. The matrix and its invariant
+//! check are in `support::crash`.
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::support::crash::{CrashFixture, run_matrix};
 use crate::support::vault::Vault;
-use crate::support::{EXIT_OK, EXIT_USAGE, TestEnv, dotenv_value, unique};
+use crate::support::{TestEnv, dotenv_value, unique};
 
 const ORIGINAL_KEY: &str = "sk_live_original_key_00000000";
 const ORIGINAL_ENV: &str =
     "# app\nDB_HOST=db.internal\nAPP_API_KEY=sk_live_original_key_00000000 # managed\nTAIL=1\n";
 
-struct Setup {
-    env: TestEnv,
-    vault: Vault,
+/// The random issuer into a Vault secret and a .env file.
+pub struct RandomVault<'v> {
+    pub env: TestEnv,
+    vault: &'v Vault,
     path: String,
-    playbook: std::path::PathBuf,
+    pub playbook: PathBuf,
 }
 
-fn setup() -> Setup {
-    let vault = Vault::from_env();
+pub fn random_vault(vault: &Vault) -> RandomVault<'_> {
     let path = unique("crash");
     vault.put(
         "secret",
@@ -53,7 +60,7 @@ policy:
         name = unique("crash")
     );
     let playbook = env.playbook("crash.yaml", &text);
-    Setup {
+    RandomVault {
         env,
         vault,
         path,
@@ -61,137 +68,218 @@ policy:
     }
 }
 
-impl Setup {
-    fn vault_value(&self) -> String {
-        self.vault.get("secret", &self.path).1["api_key"].clone()
-    }
-
+impl RandomVault<'_> {
     fn env_text(&self) -> String {
         std::fs::read_to_string(self.env.path("app.env")).unwrap()
     }
+}
 
-    /// Every target holds the same key; returns it.
-    fn assert_consistent(&self) -> String {
-        let in_vault = self.vault_value();
-        let in_env = dotenv_value(&self.env_text(), "APP_API_KEY").unwrap();
-        self.env.secret(&in_vault);
-        assert_eq!(in_vault, in_env, "targets disagree");
-        assert_eq!(
-            self.vault.get("secret", &self.path).1["db_host"],
-            "db.internal"
-        );
-        in_vault
+impl CrashFixture for RandomVault<'_> {
+    fn env(&self) -> &TestEnv {
+        &self.env
     }
 
-    fn assert_rotated(&self) {
-        let key = self.assert_consistent();
-        assert_ne!(key, ORIGINAL_KEY);
-        assert!(key.starts_with("sk_live_"));
+    fn playbook(&self) -> &Path {
+        &self.playbook
+    }
+
+    fn old_value(&self) -> String {
+        ORIGINAL_KEY.into()
+    }
+
+    fn target_values(&self) -> Vec<(String, String)> {
+        let in_vault = self.vault.get("secret", &self.path).1["api_key"].clone();
+        let in_env = dotenv_value(&self.env_text(), "APP_API_KEY").unwrap();
+        vec![("vault-app".into(), in_vault), ("app-env".into(), in_env)]
+    }
+
+    fn check_rotated(&self, point: &str, new_value: &str) {
+        assert!(new_value.starts_with("sk_live_"), "{point}");
         assert_eq!(
             self.env_text(),
-            ORIGINAL_ENV.replace(ORIGINAL_KEY, &key),
-            "other bytes of the .env changed"
+            ORIGINAL_ENV.replace(ORIGINAL_KEY, new_value),
+            "{point}: other bytes of the .env changed"
         );
+        let data = self.vault.get("secret", &self.path).1;
+        assert_eq!(data["db_host"], "db.internal", "{point}");
     }
 
-    fn assert_original(&self) {
+    fn check_original(&self, point: &str) {
         assert_eq!(
             self.env_text(),
             ORIGINAL_ENV,
-            ".env is not byte for byte the original"
+            "{point}: .env is not byte for byte the original"
         );
-        assert_eq!(self.vault_value(), ORIGINAL_KEY);
+        let data = self.vault.get("secret", &self.path).1;
+        assert_eq!(data["db_host"], "db.internal", "{point}");
     }
-
-    fn run_id(&self) -> Option<String> {
-        let history = self.env.keywheel(&["history", "--json"]).json();
-        history["runs"][0]["run_id"].as_str().map(str::to_string)
-    }
-}
-
-/// Number of journal records of an uninterrupted run.
-fn records_in_full_run() -> usize {
-    let setup = setup();
-    setup
-        .env
-        .keywheel(&["run", setup.playbook.to_str().unwrap()])
-        .assert_code(EXIT_OK);
-    setup.assert_rotated();
-    let run_id = setup.run_id().unwrap();
-    std::fs::read_to_string(setup.env.journal(&run_id))
-        .unwrap()
-        .lines()
-        .count()
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Recovery {
-    Resume,
-    Rollback,
-}
-
-fn crash_and_recover(point: &str, recovery: Recovery) {
-    let setup = setup();
-    let crashed = setup
-        .env
-        .keywheel_crashing(point, &["run", setup.playbook.to_str().unwrap()]);
-    crashed.assert_killed();
-
-    let Some(run_id) = setup.run_id() else {
-        // Killed before the first record: nothing happened, nothing to do.
-        setup.assert_original();
-        let run = setup.env.keywheel(&["resume"]);
-        run.assert_code(EXIT_USAGE);
-        assert!(
-            run.stderr.contains("no unfinished run"),
-            "{point}: {}",
-            run.stderr
-        );
-        return;
-    };
-    match recovery {
-        Recovery::Resume => {
-            let run = setup.env.keywheel(&["resume", &run_id]);
-            let finished_already =
-                run.code == Some(EXIT_USAGE) && run.stderr.contains("already finished");
-            assert!(
-                run.code == Some(EXIT_OK) || finished_already,
-                "{point}: resume failed:\n{}",
-                run.stderr
-            );
-            setup.assert_rotated();
-        }
-        Recovery::Rollback => {
-            let run = setup.env.keywheel(&["rollback", &run_id]);
-            if run.code == Some(EXIT_USAGE) && run.stderr.contains("already finished (completed)") {
-                setup.assert_rotated();
-                return;
-            }
-            assert_eq!(
-                run.code,
-                Some(EXIT_OK),
-                "{point}: rollback failed:\n{}",
-                run.stderr
-            );
-            setup.assert_original();
-        }
-    }
-    let status = setup.env.keywheel(&["status", &run_id, "--json"]).json();
-    let final_status = status["runs"][0]["status"].as_str().unwrap().to_string();
-    assert!(
-        ["completed", "rolled_back"].contains(&final_status.as_str()),
-        "{point}: ended {final_status}"
-    );
 }
 
 #[test]
-fn crash_at_every_journal_point_then_resume_or_rollback() {
-    let records = records_in_full_run();
-    assert!(records >= 10, "a run writes {records} records");
-    for seq in 1..=records {
-        for point in [format!("before:{seq}"), format!("after:{seq}")] {
-            crash_and_recover(&point, Recovery::Resume);
-            crash_and_recover(&point, Recovery::Rollback);
-        }
+fn random_issuer_vault_dotenv_crash_matrix() {
+    let vault = Vault::from_env();
+    run_matrix(
+        "random issuer into vault and dotenv",
+        &["random", "vault", "dotenv"],
+        || random_vault(&vault),
+    );
+}
+
+const OLD_SECRET: &str = "sk_test_old_secret_0123456789abcdef";
+const CONFIG_JSON: &str = "{\n  \"host\": \"db.internal\",\n  \"api_key\": \"{key}\",\n  \"upstream\": {\n    \"token\": \"{key}\",\n    \"retries\": 3\n  }\n}\n";
+
+/// The command issuer (a local program keeping its keys in keys.json)
+/// into a raw key file and a JSON file.
+pub struct CommandFiles {
+    env: TestEnv,
+    program_dir: PathBuf,
+    playbook: PathBuf,
+}
+
+pub fn command_files() -> CommandFiles {
+    let mut env = TestEnv::new();
+    let program_dir = env.path("program");
+    std::fs::create_dir(&program_dir).unwrap();
+    let program = program_dir.join("issuer.py");
+    std::fs::write(&program, crate::command_issuer::TEST_PROGRAM).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keys = json!({"key_old": {"secret": OLD_SECRET, "status": "active", "run": ""}});
+    std::fs::write(program_dir.join("keys.json"), keys.to_string()).unwrap();
+    env.env("KEYSERVICE_URL", "http://127.0.0.1:9");
+    env.env(
+        "KEYSERVICE_ADMIN_TOKEN",
+        "admin-credential-0123456789abcdef",
+    );
+    env.secret("admin-credential-0123456789abcdef");
+    env.secret(OLD_SECRET);
+    std::fs::write(env.path("api.key"), OLD_SECRET).unwrap();
+    std::fs::write(
+        env.path("config.json"),
+        CONFIG_JSON.replace("{key}", OLD_SECRET),
+    )
+    .unwrap();
+    let text = format!(
+        "version: 1
+name: {name}
+issuer:
+  type: command
+  program: {program}
+  timeout: 10s
+  pass_env: [KEYSERVICE_URL]
+  credential_env: KEYSERVICE_ADMIN_TOKEN
+targets:
+  - name: key-file
+    type: file
+    path: api.key
+  - name: config
+    type: file
+    path: config.json
+    format: json
+    set:
+      api_key: secret
+      /upstream/token: secret
+policy:
+  concurrency: 1
+",
+        name = unique("crash-cmd"),
+        program = program.display(),
+    );
+    let playbook = env.playbook("crash.yaml", &text);
+    CommandFiles {
+        env,
+        program_dir,
+        playbook,
     }
+}
+
+impl CommandFiles {
+    fn store(&self) -> Value {
+        let text = std::fs::read_to_string(self.program_dir.join("keys.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn config(&self) -> String {
+        std::fs::read_to_string(self.env.path("config.json")).unwrap()
+    }
+}
+
+impl CrashFixture for CommandFiles {
+    fn env(&self) -> &TestEnv {
+        &self.env
+    }
+
+    fn playbook(&self) -> &Path {
+        &self.playbook
+    }
+
+    fn old_value(&self) -> String {
+        OLD_SECRET.into()
+    }
+
+    fn target_values(&self) -> Vec<(String, String)> {
+        let raw = std::fs::read_to_string(self.env.path("api.key")).unwrap();
+        let config: Value = serde_json::from_str(&self.config()).unwrap();
+        let member = config["api_key"].as_str().unwrap().to_string();
+        let nested = config["upstream"]["token"].as_str().unwrap().to_string();
+        vec![
+            ("key-file".into(), raw),
+            ("config /api_key".into(), member),
+            ("config /upstream/token".into(), nested),
+        ]
+    }
+
+    fn issuer_keys(&self) -> Option<Vec<(String, bool)>> {
+        let store = self.store();
+        let keys = store.as_object().unwrap();
+        for key in keys.values() {
+            self.env.secret(key["secret"].as_str().unwrap());
+        }
+        Some(
+            keys.iter()
+                .map(|(id, key)| (id.clone(), key["status"] == "active"))
+                .collect(),
+        )
+    }
+
+    fn old_key_id(&self) -> Option<String> {
+        Some("key_old".into())
+    }
+
+    fn old_key_accepted(&self) -> Option<bool> {
+        let store = self.store();
+        Some(store["key_old"]["status"] == "active")
+    }
+
+    fn check_rotated(&self, point: &str, new_value: &str) {
+        assert!(new_value.starts_with("sk_test_"), "{point}");
+        let expected: Value =
+            serde_json::from_str(&CONFIG_JSON.replace("{key}", new_value)).unwrap();
+        let found: Value = serde_json::from_str(&self.config()).unwrap();
+        assert_eq!(
+            found, expected,
+            "{point}: other members of config.json changed"
+        );
+    }
+
+    fn check_original(&self, point: &str) {
+        assert_eq!(
+            self.config(),
+            CONFIG_JSON.replace("{key}", OLD_SECRET),
+            "{point}: config.json is not byte for byte the original"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.env.path("api.key")).unwrap(),
+            OLD_SECRET,
+            "{point}: api.key is not byte for byte the original"
+        );
+    }
+}
+
+#[test]
+fn command_issuer_file_targets_crash_matrix() {
+    run_matrix(
+        "command issuer into raw and json files",
+        &["command", "file (raw)", "file (json)"],
+        command_files,
+    );
 }

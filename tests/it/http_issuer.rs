@@ -633,3 +633,25 @@ fn delete_only_question_at_terminal() {
     assert!(service.key(&service.bootstrap_id).is_none());
     assert_eq!(service.keys().len(), 1);
 }
+
+#[test]
+fn yes_skips_question_at_terminal() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    let text = playbook(&Book {
+        revocation: "delete_only",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+
+    let run = in_terminal(&env, &[], &["run", "--yes", path.to_str().unwrap()]);
+
+    run.assert_code(EXIT_OK);
+    assert!(
+        !run.stdout.contains("[y/N]"),
+        "asked although --yes was given: {}",
+        run.stdout
+    );
+    assert!(service.key(&service.bootstrap_id).is_none());
+    assert_eq!(service.call_models(&app_env_key(&env)), 200);
+}

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::support::crash::{CrashFixture, run_matrix};
 use crate::support::kube::{Cluster, Kind, rolled_out};
 use crate::support::{EXIT_ATTENTION, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Run, TestEnv, unique};
 
@@ -378,42 +379,23 @@ mod cases {
     /// Kills a run at every journal point, then resumes or rolls it back.
     /// The run pushes to two namespaces and restarts a Deployment in one.
     pub fn crash_at_every_journal_point_then_resume_or_rollback(cluster: &Cluster) {
-        let records = crash_setup(cluster).records_in_full_run();
-        assert!(records >= 14, "a run writes {records} records");
-        let points: Vec<String> = (1..=records)
-            .flat_map(|seq| [format!("before:{seq}"), format!("after:{seq}")])
-            .collect();
-        // Each point is independent (own namespaces and state), so a few
-        // run at once to keep the test short.
-        std::thread::scope(|scope| {
-            for chunk in points.chunks(points.len().div_ceil(4)) {
-                scope.spawn(move || {
-                    for point in chunk {
-                        for recovery in [Recovery::Resume, Recovery::Rollback] {
-                            crash_setup(cluster).crash_and_recover(point, recovery);
-                        }
-                    }
-                });
-            }
-        });
+        run_matrix(
+            "random issuer into kubernetes with a restart",
+            &["random", "kubernetes"],
+            || crash_setup(cluster),
+        );
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Recovery {
-    Resume,
-    Rollback,
-}
-
-struct CrashSetup<'c> {
+pub struct CrashSetup<'c> {
     cluster: &'c Cluster,
-    env: TestEnv,
+    pub env: TestEnv,
     /// The first one has the Deployment `web`.
-    namespaces: Vec<String>,
-    playbook: std::path::PathBuf,
+    pub namespaces: Vec<String>,
+    pub playbook: std::path::PathBuf,
 }
 
-fn crash_setup(cluster: &Cluster) -> CrashSetup<'_> {
+pub fn crash_setup(cluster: &Cluster) -> CrashSetup<'_> {
     let namespaces = seeded_namespaces(cluster, 2);
     cluster.create_workload(Kind::Deployment, &namespaces[0], "web", 1);
     cluster.wait_rolled_out(Kind::Deployment, &namespaces[0], "web");
@@ -433,20 +415,6 @@ fn crash_setup(cluster: &Cluster) -> CrashSetup<'_> {
 }
 
 impl CrashSetup<'_> {
-    fn records_in_full_run(&self) -> u64 {
-        self.env
-            .keywheel(&["run", self.playbook.to_str().unwrap()])
-            .assert_code(EXIT_OK);
-        self.assert_rotated();
-        let run_id = self.env.last_run_id();
-        record_number(&self.env, &run_id, |r| r["event"] == "finished")
-    }
-
-    fn run_id(&self) -> Option<String> {
-        let history = self.env.keywheel(&["history", "--json"]).json();
-        history["runs"][0]["run_id"].as_str().map(str::to_string)
-    }
-
     fn assert_web_rolled_out(&self, point: &str) {
         let workload = self
             .cluster
@@ -457,19 +425,39 @@ impl CrashSetup<'_> {
             workload["status"]
         );
     }
+}
 
-    fn assert_rotated(&self) {
-        let key = self
-            .cluster
-            .secret_text(&self.env, &self.namespaces[0], SECRET, "API_KEY");
-        assert_ne!(key, ORIGINAL);
+impl CrashFixture for CrashSetup<'_> {
+    fn env(&self) -> &TestEnv {
+        &self.env
+    }
+
+    fn playbook(&self) -> &std::path::Path {
+        &self.playbook
+    }
+
+    fn old_value(&self) -> String {
+        ORIGINAL.into()
+    }
+
+    fn target_values(&self) -> Vec<(String, String)> {
+        self.namespaces
+            .iter()
+            .map(|namespace| {
+                let value = String::from_utf8(api_key(self.cluster, namespace)).unwrap();
+                (format!("app/{namespace}"), value)
+            })
+            .collect()
+    }
+
+    fn check_rotated(&self, point: &str, _new_value: &str) {
         for namespace in &self.namespaces {
-            assert_eq!(api_key(self.cluster, namespace), key.as_bytes());
             assert_eq!(
                 self.cluster
                     .secret_value(namespace, SECRET, "OTHER")
                     .unwrap(),
-                b"keep\n"
+                b"keep\n",
+                "{point}"
             );
         }
         let marker = self
@@ -478,18 +466,13 @@ impl CrashSetup<'_> {
             .unwrap_or_default();
         assert!(
             marker.ends_with(&format!("/restart:app/{}", self.namespaces[0])),
-            "web was not restarted after the push: {marker:?}"
+            "{point}: web was not restarted after the push: {marker:?}"
         );
-        self.assert_web_rolled_out("rotated");
+        self.assert_web_rolled_out(point);
     }
 
-    fn assert_original(&self, point: &str) {
+    fn check_original(&self, point: &str) {
         for namespace in &self.namespaces {
-            assert_eq!(
-                api_key(self.cluster, namespace),
-                ORIGINAL.as_bytes(),
-                "{point}: {namespace} not restored"
-            );
             let keys: Vec<String> = data_keys(self.cluster, namespace).into_iter().collect();
             assert_eq!(keys, ["API_KEY", "OTHER"], "{point}");
         }
@@ -504,49 +487,6 @@ impl CrashSetup<'_> {
             );
         }
         self.assert_web_rolled_out(point);
-    }
-
-    fn crash_and_recover(&self, point: &str, recovery: Recovery) {
-        let crashed = self
-            .env
-            .keywheel_crashing(point, &["run", self.playbook.to_str().unwrap()]);
-        crashed.assert_killed();
-
-        let Some(run_id) = self.run_id() else {
-            self.assert_original(point);
-            let run = self.env.keywheel(&["resume"]);
-            run.assert_code(EXIT_USAGE);
-            return;
-        };
-        match recovery {
-            Recovery::Resume => {
-                let run = self.env.keywheel(&["resume", &run_id, "--yes"]);
-                let finished_already =
-                    run.code == Some(EXIT_USAGE) && run.stderr.contains("already finished");
-                assert!(
-                    run.code == Some(EXIT_OK) || finished_already,
-                    "{point}: resume failed:\n{}",
-                    run.stderr
-                );
-                self.assert_rotated();
-            }
-            Recovery::Rollback => {
-                let run = self.env.keywheel(&["rollback", &run_id]);
-                if run.code == Some(EXIT_USAGE)
-                    && run.stderr.contains("already finished (completed)")
-                {
-                    self.assert_rotated();
-                    return;
-                }
-                assert_eq!(
-                    run.code,
-                    Some(EXIT_OK),
-                    "{point}: rollback failed:\n{}",
-                    run.stderr
-                );
-                self.assert_original(point);
-            }
-        }
     }
 }
 

@@ -345,3 +345,16 @@ fn missing_env_var_names_the_field() {
         "a run was started"
     );
 }
+
+#[test]
+fn account_id_keeps_leading_zero() {
+    // A secret named by a bare twelve-digit AWS account id: YAML 1.1 readers
+    // would make it the number 12345678901.
+    let text = "version: 1\nname: t\nissuer:\n  type: aws_iam\n  user: deployer\ntargets:\n  - name: s\n    type: aws_secret\n    secret_id: 012345678901\n    field: secret_access_key\n";
+    let playbook =
+        keywheel::playbook::parse(std::path::Path::new("t.yaml"), text).expect("valid playbook");
+    let keywheel::targets::TargetKind::AwsSecret(spec) = &playbook.targets[0].kind else {
+        panic!("not an aws_secret target");
+    };
+    assert_eq!(spec.secret_id, "012345678901");
+}

@@ -222,6 +222,17 @@ fn live_concurrent_write_stops_the_push() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("vault-app held a value someone else wrote after preflight, left alone"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("every target holds its previous value"),
+        "{}",
+        run.stderr
+    );
     let (version, data) = vault.get(&mount, "app");
     assert_eq!(version, 1, "the other writer's version was overwritten");
     assert_eq!(data["api_key"], "someone-else-wrote-this-0000");
@@ -388,4 +399,37 @@ fn garbage_answers_are_clear_errors() {
         vault.get(&mount, "app").1["api_key"],
         "sk_live_original_000000000"
     );
+}
+
+#[test]
+fn versioned_path_warning_is_a_configuration_error() {
+    let vault = Vault::from_env();
+    let mount = new_mount(&vault, 2);
+    vault.put(&mount, "app", &[("api_key", "sk_live_original_000000000")]);
+    let proxy = FaultProxy::start(&vault.addr);
+    // What Vault answers for a path a versioned K/V store cannot have.
+    let body = "{\"errors\":[],\"warnings\":[\"Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' for this operation.\"]}";
+    proxy.inject(Rule::new(
+        Some("GET"),
+        &format!("^/v1/{mount}/metadata/app$"),
+        100,
+        Fault::Status {
+            status: 404,
+            retry_after: None,
+            body: body.into(),
+        },
+    ));
+    let env = env_for(&proxy.url);
+    let path = env.playbook("v.yaml", &playbook(&mount, "app", true));
+    let run = env.keywheel(&["run", "--json", path.to_str().unwrap()]);
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr.contains("invalid for a versioned K/V store"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("does not exist"), "{}", run.stderr);
+    assert!(!run.stderr.contains("will be created"), "{}", run.stderr);
+    assert!(run.json()["new_key_id"].is_null());
+    assert_eq!(vault.current_version(&mount, "app"), 1);
 }

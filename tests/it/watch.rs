@@ -3,9 +3,8 @@
 //! working, no data and NaN follow their rules, and a Prometheus that cannot
 //! be reached never passes.
 //!
-//! The random issuer has no revoke step, so these runs have only the
-//! overlap window. The engine's unit tests cover the window after revoke
-//! with an issuer that can disable keys.
+//! Most runs here use the random issuer, which has no revoke step, so they
+//! have only the overlap window; the http issuer runs both windows.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,13 +12,13 @@ use std::time::{Duration, Instant};
 use crate::support::prometheus::{CONSUMER_VAR, KeyService, Prometheus, closed_port};
 use crate::support::{EXIT_ATTENTION, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Run, TestEnv};
 
-struct Setup {
-    env: TestEnv,
-    service: KeyService,
-    old_key: String,
+pub struct Setup {
+    pub env: TestEnv,
+    pub service: KeyService,
+    pub old_key: String,
 }
 
-fn setup() -> Setup {
+pub fn setup() -> Setup {
     let prometheus = Prometheus::from_env();
     let mut env = TestEnv::new();
     let service = KeyService::start(&mut env, &prometheus);
@@ -34,7 +33,7 @@ fn setup() -> Setup {
 /// Writes a playbook that writes a random key into the consumer's .env file and
 /// watches `checks` (YAML list items under `queries:`), with `extra` lines
 /// appended to the `watch:` mapping.
-fn playbook(setup: &Setup, checks: &str, extra: &str) -> std::path::PathBuf {
+pub fn playbook(setup: &Setup, checks: &str, extra: &str) -> std::path::PathBuf {
     let text = format!(
         "version: 1
 name: {name}
@@ -57,7 +56,7 @@ watch:
 
 /// Returns one query check of `query` with `threshold`, with short
 /// windows.
-fn check(query: &str, threshold: &str, more: &str) -> String {
+pub fn check(query: &str, threshold: &str, more: &str) -> String {
     format!(
         "    - name: errors
       query: '{query}'
@@ -471,4 +470,173 @@ watch:
             run.stderr
         );
     }
+}
+
+/// A playbook that rotates the consumer's key through the service's admin
+/// API, so the old key can be disabled and the window after revoke runs.
+fn issuer_playbook(setup: &Setup, query: &str) -> std::path::PathBuf {
+    let text = format!(
+        "version: 1
+name: {name}
+issuer:
+  type: http
+  base_url_env: KEYSERVICE_URL
+  auth:
+    token_env: KEYSERVICE_ADMIN_TOKEN
+  idempotency_header: Idempotency-Key
+  old_key:
+    match: {{field: secret, pointer: /prefix, prefix_length: 12}}
+  operations:
+    get:
+      url: \"/v1/keys/{{{{ key.id }}}}\"
+    list:
+      url: /v1/keys
+      items: /data
+    create:
+      url: /v1/keys
+      body:
+        name: \"{{{{ old.name }}}}\"
+        scopes: \"{{{{ old.scopes }}}}\"
+      expect_status: 201
+      pick: {{id: /id, secret: /secret}}
+    disable:
+      url: \"/v1/keys/{{{{ key.id }}}}/disable\"
+    enable:
+      url: \"/v1/keys/{{{{ key.id }}}}/enable\"
+    delete:
+      url: \"/v1/keys/{{{{ key.id }}}}\"
+      expect_status: 204
+targets:
+  - name: app-env
+    type: dotenv
+    path: app.env
+    set:
+      {CONSUMER_VAR}: secret
+watch:
+  queries:
+{checks}",
+        name = setup.service.job,
+        checks = check(query, "max: 0.05", ""),
+    );
+    setup.env.playbook("revoke.yaml", &text)
+}
+
+#[test]
+fn breach_after_revoke_reenables_old_key() {
+    let mut setup = setup();
+    let url = setup.service.url.clone();
+    setup.env.env("KEYSERVICE_URL", &url);
+    let query = setup.service.server_error_ratio();
+    let path = issuer_playbook(&setup, &query);
+    let old_id = setup
+        .service
+        .key_statuses()
+        .into_iter()
+        .map(|(id, _)| id)
+        .next()
+        .unwrap();
+
+    let child = setup
+        .env
+        .command(&["run", "--json", "--yes", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Errors start only once the old key is disabled, so the overlap
+    // window passes and the window after revoke sees the breach.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let disabled = setup
+            .service
+            .key_statuses()
+            .iter()
+            .any(|(id, status)| *id == old_id && status == "disabled");
+        if disabled {
+            setup.service.set_error_rate(1.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old key was never disabled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = setup.env.record_output(child.wait_with_output().unwrap());
+
+    run.assert_code(EXIT_FAILED);
+    let report = run.json();
+    assert_eq!(report["status"], "rolled_back");
+    let rounds = report["watch"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds[0]["window"], "overlap");
+    assert_eq!(rounds[0]["verdict"], "pass");
+    assert_eq!(rounds[1]["window"], "after_revoke");
+    assert_eq!(rounds[1]["verdict"], "fail");
+    let steps: Vec<String> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s["step"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "revoke=done",
+        "reenable=done",
+        "restore:app-env=done",
+        "delete-new=done",
+    ] {
+        assert!(
+            steps.contains(&expected.to_string()),
+            "{expected} missing: {steps:?}"
+        );
+    }
+    assert!(
+        !steps.iter().any(|s| s.starts_with("retire")),
+        "retired after a breach: {steps:?}"
+    );
+    let statuses = setup.service.key_statuses();
+    assert_eq!(
+        statuses,
+        vec![(old_id, "active".to_string())],
+        "the new key must be gone"
+    );
+    setup.assert_old_key_works();
+}
+
+#[test]
+fn resume_after_long_pause_finishes_window() {
+    let setup = setup();
+    let query = setup.service.server_error_ratio();
+    let path = playbook(
+        &setup,
+        &check(
+            &query,
+            "max: 0.05",
+            "      duration: 5s\n      min_samples: 4\n",
+        )
+        .replace("      duration: 4s\n", "")
+        .replace("      min_samples: 3\n", ""),
+        "",
+    );
+    // Killed after the first sample, then down for longer than the window.
+    setup
+        .env
+        .keywheel_crashing("after:11", &["run", path.to_str().unwrap()])
+        .assert_killed();
+    std::thread::sleep(Duration::from_secs(6));
+
+    let run_id = setup.env.last_run_id();
+    let resumed = setup.env.keywheel(&["resume", "--json", &run_id]);
+
+    resumed.assert_code(EXIT_OK);
+    assert_eq!(resumed.json()["status"], "completed");
+    let good = results(&resumed).iter().filter(|r| *r == "good").count();
+    assert!(
+        good >= 4,
+        "the resumed window took too few samples: {:?}",
+        results(&resumed)
+    );
+    setup.env.secret(&setup.service.consumer_key());
 }

@@ -102,6 +102,7 @@ impl IamClient {
             code: None,
             message: "CreateAccessKey returned no access key".into(),
             status: None,
+            retry_after: None,
         })?;
         Ok((
             key.access_key_id().to_string(),
@@ -185,7 +186,11 @@ impl IamClient {
                     let err = AwsError::from_sdk(err);
                     match err.class {
                         ErrorClass::Denied | ErrorClass::Throttled | ErrorClass::Transient => {
-                            Failure::retryable(err)
+                            let retry_after = err.retry_after;
+                            Failure::Retryable {
+                                error: err,
+                                retry_after,
+                            }
                         }
                         _ => Failure::Fatal(err),
                     }

@@ -75,6 +75,34 @@ impl AwsIamSpec {
             aws: AwsSpec::decode(reader, cx),
         }
     }
+
+    /// Returns the schema of an `aws_iam` issuer.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{duration, kind_tag, object};
+        let user = serde_json::json!({
+            "description": "The IAM user whose access key rotates.",
+            "type": "string",
+            "pattern": "^[A-Za-z0-9+=,.@_-]{1,64}$",
+        });
+        let mut properties = vec![
+            ("type", kind_tag("aws_iam")),
+            ("user", user),
+            (
+                "propagation_timeout",
+                duration(
+                    "How long verify retries sts:GetCallerIdentity while the new key propagates.",
+                    Some(DEFAULT_PROPAGATION_TIMEOUT),
+                ),
+            ),
+        ];
+        properties.extend(crate::aws::AwsSpec::schema_properties());
+        object(
+            "A new access key of an IAM user, with the fields access_key_id (also the \
+             key's id) and secret_access_key.",
+            properties,
+            &["type", "user"],
+        )
+    }
 }
 
 fn is_user_name(name: &str) -> bool {

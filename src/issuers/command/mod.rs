@@ -64,6 +64,11 @@ pub const PROTOCOL_VERSION: u64 = 1;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Exit status that asks for a retry (EX_TEMPFAIL from sysexits.h).
 const EXIT_TEMPORARY: i32 = 75;
+const CREDENTIAL: CredentialFields = CredentialFields {
+    inline: "credential",
+    env: "credential_env",
+    file: "credential_file",
+};
 
 #[derive(Clone, Debug)]
 pub struct CommandSpec {
@@ -133,12 +138,7 @@ impl CommandSpec {
                 format!("{name:?} cannot be passed to the program"),
             );
         }
-        let credential_fields = CredentialFields {
-            inline: "credential",
-            env: "credential_env",
-            file: "credential_file",
-        };
-        let credential = credential::decode(reader, cx, &credential_fields, false);
+        let credential = credential::decode(reader, cx, &CREDENTIAL, false);
         Self {
             program,
             program_path,
@@ -149,6 +149,55 @@ impl CommandSpec {
             pass_env,
             credential,
         }
+    }
+
+    /// Returns the schema of a `command` issuer.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{
+            duration, env_name_list, kind_tag, object, string_list, text, with_rules,
+        };
+        let mut fields = string_list(
+            "The key fields the program returns; every key also has `id`, which is not listed.",
+        );
+        fields["minItems"] = 1.into();
+        fields["items"]["not"] = serde_json::json!({"const": crate::key::ID_FIELD});
+        fields["default"] = serde_json::json!([super::random::SECRET_FIELD]);
+        let (credential, credential_rule) =
+            credential::schema_properties(&CREDENTIAL, "a credential sent to the program on stdin");
+        let mut properties = vec![
+            ("type", kind_tag("command")),
+            (
+                "program",
+                text("A path, relative to the playbook, or a name looked up on PATH."),
+            ),
+            (
+                "args",
+                string_list("Fixed arguments; never secrets, which go through stdin."),
+            ),
+            (
+                "timeout",
+                duration(
+                    "Timeout of each call; the program and its children are killed after it.",
+                    Some(DEFAULT_TIMEOUT),
+                ),
+            ),
+            ("revocation", super::revocation_schema()),
+            ("fields", fields),
+            (
+                "pass_env",
+                env_name_list(
+                    "Environment variables passed to the program; it gets nothing else but PATH.",
+                ),
+            ),
+        ];
+        properties.extend(credential);
+        let schema = object(
+            "A local program that does each issuer operation, reading one JSON request on \
+             stdin and writing one JSON response on stdout.",
+            properties,
+            &["type", "program"],
+        );
+        with_rules(schema, vec![credential_rule])
     }
 }
 

@@ -14,6 +14,15 @@ use crate::template::{self, Root, Scope, Template};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+const DEFAULT_AUTH_HEADER: &str = "Authorization";
+const DEFAULT_AUTH_SCHEME: &str = "Bearer";
+const DEFAULT_ITEM_ID: &str = "/id";
+const DEFAULT_ABSENT_STATUS: &[u16] = &[404];
+const AUTH_TOKEN: CredentialFields = CredentialFields {
+    inline: "token",
+    env: "token_env",
+    file: "token_file",
+};
 
 #[derive(Clone, Debug)]
 pub struct HttpSpec {
@@ -203,6 +212,47 @@ impl HttpSpec {
         Some(spec)
     }
 
+    /// Returns the schema of an `http` issuer.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{duration, kind_tag, object, pointer, string, with_rules};
+        let (mut properties, base_url_rule) = BaseUrl::schema_properties("operation");
+        properties.insert(0, ("type", kind_tag("http")));
+        properties.extend([
+            ("auth", auth_schema()),
+            (
+                "timeout",
+                duration("Timeout of each request.", Some(DEFAULT_TIMEOUT)),
+            ),
+            ("revocation", crate::issuers::revocation_schema()),
+            (
+                "idempotency_header",
+                string(
+                    "Header that carries the run's idempotency key on every create, such \
+                     as Idempotency-Key. This or `run_tag` is required.",
+                ),
+            ),
+            (
+                "run_tag",
+                pointer(
+                    "JSON pointer, in a listed key, of the member that holds the id of \
+                     the run that created it; needs `operations.list`.",
+                ),
+            ),
+            ("old_key", old_key_schema()),
+            ("operations", operations_schema()),
+        ]);
+        let schema = object(
+            "Keys made and revoked through a service's admin API, one templated HTTP \
+             request per operation.",
+            properties,
+            &["type", "operations"],
+        );
+        let recovery = serde_json::json!({
+            "anyOf": [{"required": ["idempotency_header"]}, {"required": ["run_tag"]}],
+        });
+        with_rules(schema, vec![base_url_rule, recovery])
+    }
+
     /// Names of the new key's fields: every `pick` entry but `id`.
     pub fn fields(&self) -> Vec<String> {
         self.operations
@@ -309,17 +359,181 @@ impl Operations {
     }
 }
 
+fn auth_schema() -> serde_json::Value {
+    use crate::playbook::schema::{exactly_one, object, with_rules};
+    let (mut properties, _) = credential::schema_properties(&AUTH_TOKEN, "the admin token");
+    properties.extend([
+        (
+            "header",
+            serde_json::json!({
+                "description": "Header that carries the token.",
+                "type": "string",
+                "default": DEFAULT_AUTH_HEADER,
+            }),
+        ),
+        (
+            "scheme",
+            serde_json::json!({
+                "description": "Written before the token with one blank; \"\" sends the token alone.",
+                "type": "string",
+                "default": DEFAULT_AUTH_SCHEME,
+            }),
+        ),
+    ]);
+    let schema = object(
+        "The admin token: the variable or file that holds it, never the token itself.",
+        properties,
+        &[],
+    );
+    with_rules(
+        schema,
+        vec![exactly_one(&[AUTH_TOKEN.env, AUTH_TOKEN.file])],
+    )
+}
+
+fn old_key_schema() -> serde_json::Value {
+    use crate::playbook::schema::{
+        at_most_one, env_name, integer, object, pointer, text, with_rules,
+    };
+    let matcher = object(
+        "Find the key in use among the listed keys by the value the targets hold; \
+         needs `operations.list`.",
+        vec![
+            (
+                "field",
+                text("Key field whose current value, read from the targets, is compared."),
+            ),
+            (
+                "pointer",
+                pointer("Member of a listed key that is compared."),
+            ),
+            (
+                "prefix_length",
+                integer(
+                    "Compare only this many leading characters, for APIs that list a \
+                     key's prefix instead of its secret.",
+                    1,
+                    None,
+                ),
+            ),
+        ],
+        &["field", "pointer"],
+    );
+    let schema = object(
+        "How the key in use is found. Without it, from the key field `id` when a target \
+         holds it.",
+        vec![
+            (
+                "id_env",
+                env_name(
+                    "Environment variable holding the id of the key in use.",
+                    None,
+                ),
+            ),
+            ("match", matcher),
+        ],
+        &[],
+    );
+    with_rules(schema, vec![at_most_one(&["id_env", "match"])])
+}
+
+fn operations_schema() -> serde_json::Value {
+    use crate::playbook::schema::object;
+    let schema = object(
+        "The API's operations: `create` and `delete`; `get` or `list`; `disable` and \
+         `enable` unless `revocation` is delete_only.",
+        vec![
+            ("get", operation_schema(&GET, "Reads one key by id.")),
+            ("list", operation_schema(&LIST, "Lists the keys.")),
+            ("create", operation_schema(&CREATE, "Creates the new key.")),
+            ("disable", operation_schema(&DISABLE, "Disables a key.")),
+            (
+                "enable",
+                operation_schema(&ENABLE, "Enables a disabled key again."),
+            ),
+            ("delete", operation_schema(&DELETE, "Deletes a key.")),
+        ],
+        &["create", "delete"],
+    );
+    let read = serde_json::json!({"anyOf": [{"required": ["get"]}, {"required": ["list"]}]});
+    crate::playbook::schema::with_rules(schema, vec![read])
+}
+
+fn operation_schema(kind: &OperationKind, description: &str) -> serde_json::Value {
+    use crate::playbook::schema::{choice, headers, object, pointer, statuses};
+    let url = serde_json::json!({
+        "description": "A path joined to the base URL, or an absolute URL; placeholders \
+                        are percent-encoded.",
+        "type": "string",
+        "pattern": "^(/|https?://|\\{\\{)",
+    });
+    let mut properties = vec![
+        ("method", choice("HTTP method.", METHODS, Some(kind.method))),
+        ("url", url),
+        (
+            "headers",
+            headers("Request headers; values may contain placeholders."),
+        ),
+        (
+            "body",
+            serde_json::json!({
+                "description": "Request body, written as YAML and sent as JSON. A quoted \
+                                string that is exactly one placeholder inserts the JSON \
+                                value itself.",
+            }),
+        ),
+        (
+            "expect_status",
+            statuses("Statuses that mean success.", kind.expect_status),
+        ),
+    ];
+    let mut required = vec!["url"];
+    match kind.name {
+        "delete" => properties.push((
+            "absent_status",
+            statuses(
+                "Statuses that mean the key is already gone.",
+                DEFAULT_ABSENT_STATUS,
+            ),
+        )),
+        "create" => {
+            let pick = serde_json::json!({
+                "description": "Key field to JSON pointer in the response. `id` is \
+                                required; every other name is a secret field of the key.",
+                "type": "object",
+                "required": ["id"],
+                "minProperties": 2,
+                "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"},
+                "additionalProperties": {"type": "string", "pattern": crate::playbook::schema::POINTER_PATTERN},
+            });
+            properties.push(("pick", pick));
+            required.push("pick");
+        }
+        "get" => properties.push((
+            "key",
+            pointer("JSON pointer of the key object in the response (default: the whole body)."),
+        )),
+        "list" => {
+            properties.push((
+                "items",
+                pointer("JSON pointer of the list of keys in the response."),
+            ));
+            let mut id = pointer("JSON pointer of the id in each listed key.");
+            id["default"] = DEFAULT_ITEM_ID.into();
+            properties.push(("id", id));
+            required.push("items");
+        }
+        _ => {}
+    }
+    object(description, properties, &required)
+}
+
 fn decode_auth(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<AuthSpec> {
     let mut reader = MapReader::new(node, path, cx)?;
-    let fields = CredentialFields {
-        inline: "token",
-        env: "token_env",
-        file: "token_file",
-    };
-    let token = credential::decode(&mut reader, cx, &fields, true);
+    let token = credential::decode(&mut reader, cx, &AUTH_TOKEN, true);
     let header = reader
         .optional::<String>("header", cx)
-        .unwrap_or_else(|| "Authorization".into());
+        .unwrap_or_else(|| DEFAULT_AUTH_HEADER.into());
     if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
         let node = reader.value("header").unwrap_or(node);
         cx.error(
@@ -330,7 +544,7 @@ fn decode_auth(node: &Node, path: &FieldPath, cx: &mut Cx) -> Option<AuthSpec> {
     }
     let scheme = reader
         .optional::<String>("scheme", cx)
-        .unwrap_or_else(|| "Bearer".into());
+        .unwrap_or_else(|| DEFAULT_AUTH_SCHEME.into());
     reader.finish(cx);
     Some(AuthSpec {
         header,
@@ -482,7 +696,7 @@ fn decode_operation(
         absent_status: Vec::new(),
         pick: Vec::new(),
         object: String::new(),
-        item_id: "/id".into(),
+        item_id: DEFAULT_ITEM_ID.into(),
     };
     decode_operation_extras(&mut reader, cx, kind, &mut op);
     reader.finish(cx);
@@ -500,7 +714,7 @@ fn decode_operation_extras(
         "delete" => {
             op.absent_status = match reader.value("absent_status") {
                 Some(node) => decode_statuses(node, &reader.path_of("absent_status"), cx),
-                None => vec![404],
+                None => DEFAULT_ABSENT_STATUS.to_vec(),
             };
         }
         "create" => op.pick = decode_pick(reader, cx),

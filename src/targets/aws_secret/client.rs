@@ -152,6 +152,9 @@ impl SecretsClient {
             .send()
         })
         .await?;
+        // NOTE: the SDK returns and takes secret values as plain `String`
+        // and `Vec<u8>` (here and in `put_pending`), so its copies are not
+        // zeroed when dropped; keywheel's own copies are.
         if let Some(text) = output.secret_string() {
             return Ok(Some(SecretValue::Text(SecretBytes::from_text(text))));
         }

@@ -141,6 +141,50 @@ impl AwsSecretSpec {
             aws: AwsSpec::decode(reader, cx),
         }
     }
+
+    /// Returns the schema of an `aws_secret` target.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{boolean, exactly_one, field_map, text, with_rules};
+        let secret_id = serde_json::json!({
+            "description": "Name or ARN of the Secrets Manager secret.",
+            "type": "string",
+            "pattern": "^\\S+$",
+        });
+        let mut properties = vec![
+            ("secret_id", secret_id),
+            (
+                "set",
+                field_map(
+                    "JSON field in the SecretString to key field; other fields are kept.",
+                    None,
+                ),
+            ),
+            (
+                "field",
+                text("The key field that is the whole SecretString."),
+            ),
+            (
+                "binary",
+                text("The key field that is the whole SecretBinary."),
+            ),
+            (
+                "create",
+                boolean(
+                    "With `set`: add JSON fields the secret lacks. The secret itself must exist.",
+                    false,
+                ),
+            ),
+        ];
+        properties.extend(AwsSpec::schema_properties());
+        let schema = super::kind_schema(
+            "aws_secret",
+            "A secret in AWS Secrets Manager: fields of its JSON SecretString, the whole \
+             SecretString or the SecretBinary.",
+            properties,
+            &["secret_id"],
+        );
+        with_rules(schema, vec![exactly_one(&["set", "field", "binary"])])
+    }
 }
 
 /// Facts preflight found, journaled in clear.
@@ -671,7 +715,8 @@ impl Target for AwsSecretTarget {
                     "left AWSCURRENT on {} alone: it is neither the new nor the previous version, so someone else moved it after preflight",
                     describe_version(holder)
                 ),
-            ));
+            )
+            .left_alone());
         };
 
         self.restore_pending(cx, &state).await?;

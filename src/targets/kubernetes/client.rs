@@ -22,6 +22,8 @@ pub struct Connection {
     pub client: kube::Client,
     /// The API server URL, never with credentials.
     pub server: String,
+    /// Time limit of each attempt of a call, the whole response included.
+    pub timeout: Duration,
 }
 
 /// Builds a client from the playbook's cluster settings. Errors name the
@@ -80,7 +82,11 @@ pub async fn connect(
             format!("cannot build a client for {server}: {err}"),
         )
     })?;
-    Ok(Connection { client, server })
+    Ok(Connection {
+        client,
+        server,
+        timeout,
+    })
 }
 
 /// Describes a kubeconfig that cannot be loaded. A parse error is not
@@ -211,9 +217,13 @@ fn describe_status(status: &kube::core::Status) -> String {
 }
 
 /// Runs one API call under the retry policy: 429, 5xx and transport errors
-/// are retried, honouring the server's `retryAfterSeconds`.
+/// are retried, honouring the server's `retryAfterSeconds`. Each attempt
+/// gets `timeout` for the whole response, because the client's read timeout
+/// starts again with every part of the body that arrives, so a response
+/// that trickles in would otherwise take as long as the server likes.
 pub async fn call<T, F, Fut>(
     policy: &RetryPolicy,
+    timeout: Duration,
     what: &str,
     mut attempt: F,
 ) -> Result<T, CallError>
@@ -222,9 +232,17 @@ where
     Fut: Future<Output = Result<T, kube::Error>>,
 {
     retry::retry(policy, what, |_| {
-        let future = attempt();
+        let future = tokio::time::timeout(timeout, attempt());
         async move {
-            future.await.map_err(|err| {
+            let result = future.await.unwrap_or_else(|_| {
+                let message = format!(
+                    "no complete response within {}",
+                    crate::playbook::decode::format_duration(timeout)
+                );
+                let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, message);
+                Err(kube::Error::Service(Box::new(timed_out)))
+            });
+            result.map_err(|err| {
                 let err = CallError(err);
                 match err.retry_hint() {
                     Some(retry_after) => Failure::Retryable {
@@ -373,6 +391,27 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("secret data"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempt_without_complete_response_times_out() {
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        };
+        let result: Result<(), CallError> =
+            call(&policy, Duration::from_secs(2), "test read", || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending()
+            })
+            .await;
+        let err = result.unwrap_err();
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(
+            err.to_string().contains("no complete response within 2s"),
+            "{err}"
+        );
     }
 
     #[test]

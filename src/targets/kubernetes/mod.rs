@@ -137,9 +137,12 @@ async fn select_namespaces(
 ) -> Result<Vec<String>, (&'static str, String)> {
     let api: kube::Api<Namespace> = kube::Api::all(connection.client.clone());
     let params = ListParams::default().labels(selector);
-    let list = client::call(&RetryPolicy::default(), "kubernetes namespace list", || {
-        api.list(&params)
-    })
+    let list = client::call(
+        &RetryPolicy::default(),
+        connection.timeout,
+        "kubernetes namespace list",
+        || api.list(&params),
+    )
     .await
     .map_err(|err| {
         let object = Object {

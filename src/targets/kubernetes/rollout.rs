@@ -266,7 +266,13 @@ impl KubernetesTarget {
     {
         let api: kube::Api<K> =
             kube::Api::namespaced(self.connection.client.clone(), &self.namespace);
-        client::call(&cx.retry, "kubernetes workload read", || api.get(name)).await
+        client::call(
+            &cx.retry,
+            self.connection.timeout,
+            "kubernetes workload read",
+            || api.get(name),
+        )
+        .await
     }
 
     /// Checks at preflight that every workload to restart exists and would
@@ -327,21 +333,27 @@ impl KubernetesTarget {
         let result = match workload.kind {
             WorkloadKind::Deployment => {
                 let api: kube::Api<Deployment> = kube::Api::namespaced(client, namespace);
-                client::call(&cx.retry, what, || api.patch(name, &params, &patch))
-                    .await
-                    .map(drop)
+                client::call(&cx.retry, self.connection.timeout, what, || {
+                    api.patch(name, &params, &patch)
+                })
+                .await
+                .map(drop)
             }
             WorkloadKind::StatefulSet => {
                 let api: kube::Api<StatefulSet> = kube::Api::namespaced(client, namespace);
-                client::call(&cx.retry, what, || api.patch(name, &params, &patch))
-                    .await
-                    .map(drop)
+                client::call(&cx.retry, self.connection.timeout, what, || {
+                    api.patch(name, &params, &patch)
+                })
+                .await
+                .map(drop)
             }
             WorkloadKind::DaemonSet => {
                 let api: kube::Api<DaemonSet> = kube::Api::namespaced(client, namespace);
-                client::call(&cx.retry, what, || api.patch(name, &params, &patch))
-                    .await
-                    .map(drop)
+                client::call(&cx.retry, self.connection.timeout, what, || {
+                    api.patch(name, &params, &patch)
+                })
+                .await
+                .map(drop)
             }
         };
         result

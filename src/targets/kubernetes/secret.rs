@@ -127,7 +127,14 @@ impl KubernetesTarget {
     pub(super) async fn read_secret(&self, cx: &TargetCx) -> Result<Option<Secret>, TargetError> {
         let api = self.secrets();
         let name = &self.spec.secret_name;
-        match client::call(&cx.retry, "kubernetes secret read", || api.get(name)).await {
+        match client::call(
+            &cx.retry,
+            self.connection.timeout,
+            "kubernetes secret read",
+            || api.get(name),
+        )
+        .await
+        {
             Ok(secret) => Ok(Some(secret)),
             Err(err) if err.is_not_found() => Ok(None),
             Err(err) => Err(client::target_error(err, "get", &self.secret_object())),
@@ -348,6 +355,7 @@ impl KubernetesTarget {
             "",
             format!("left the Secret alone: {why}, so someone else changed it after preflight"),
         )
+        .left_alone()
     }
 
     /// Creates the Secret with only the managed keys, in `data`.
@@ -365,9 +373,12 @@ impl KubernetesTarget {
         set_values(&mut secret, &self.spec.set, values);
         let api = self.secrets();
         let params = PostParams::default();
-        client::call(&cx.retry, "kubernetes secret create", || {
-            api.create(&params, &secret)
-        })
+        client::call(
+            &cx.retry,
+            self.connection.timeout,
+            "kubernetes secret create",
+            || api.create(&params, &secret),
+        )
         .await
         .map(drop)
     }
@@ -384,9 +395,12 @@ impl KubernetesTarget {
         let api = self.secrets();
         let params = PostParams::default();
         let name = &self.spec.secret_name;
-        client::call(&cx.retry, "kubernetes secret update", || {
-            api.replace(name, &params, &current)
-        })
+        client::call(
+            &cx.retry,
+            self.connection.timeout,
+            "kubernetes secret update",
+            || api.replace(name, &params, &current),
+        )
         .await
         .map(drop)
     }
@@ -402,9 +416,12 @@ impl KubernetesTarget {
         };
         let api = self.secrets();
         let name = &self.spec.secret_name;
-        match client::call(&cx.retry, "kubernetes secret delete", || {
-            api.delete(name, &params)
-        })
+        match client::call(
+            &cx.retry,
+            self.connection.timeout,
+            "kubernetes secret delete",
+            || api.delete(name, &params),
+        )
         .await
         {
             Ok(_) => Ok(()),

@@ -13,6 +13,10 @@ use crate::playbook::yaml::{Node, Value};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a restart may take until every rollout is complete.
 const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Fields that would hold cluster credentials inline.
+const INLINE_FIELDS: [&str; 2] = ["token", "kubeconfig"];
+/// A workload as `restart` names it: `KIND/NAME`.
+const WORKLOAD_PATTERN: &str = "^[A-Za-z]+/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
 
 #[derive(Clone, Debug)]
 pub struct KubernetesSpec {
@@ -124,7 +128,7 @@ impl KubernetesSpec {
             );
         }
         let set = decode_set(reader, cx);
-        for field in ["token", "kubeconfig"] {
+        for field in INLINE_FIELDS {
             if let Some(node) = reader.value(field) {
                 cx.error_hint(
                     node,
@@ -163,6 +167,119 @@ impl KubernetesSpec {
             rollout_timeout,
             timeout: reader.optional("timeout", cx).unwrap_or(DEFAULT_TIMEOUT),
         }
+    }
+
+    /// Returns the schema of a `kubernetes` target.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{
+            boolean, duration, env_name, exactly_one, field_map, object, rejected, string, text,
+            with_rules,
+        };
+        let namespace = serde_json::json!({
+            "type": "string",
+            "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        });
+        let mut one = namespace.clone();
+        one["description"] = "The namespace of the Secret.".into();
+        let workload = serde_json::json!({
+            "description": "KIND/NAME, with KIND deployment, statefulset or daemonset.",
+            "type": "string",
+            "pattern": WORKLOAD_PATTERN,
+        });
+        let restart_one = object(
+            "A workload restarted in one namespace of the target only.",
+            vec![("workload", workload.clone()), ("namespace", one.clone())],
+            &["workload"],
+        );
+        let mut properties = vec![
+            ("namespace", one),
+            (
+                "namespaces",
+                serde_json::json!({
+                    "description": "Several namespaces: one target each, named NAME/NAMESPACE.",
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": true,
+                    "items": namespace,
+                }),
+            ),
+            (
+                "namespace_selector",
+                text(
+                    "A label selector such as team=payments: one target per matching \
+                     namespace, named NAME/NAMESPACE, matched when a run starts.",
+                ),
+            ),
+            (
+                "secret_name",
+                serde_json::json!({
+                    "description": "The Secret's name.",
+                    "type": "string",
+                    "pattern": "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+                }),
+            ),
+            (
+                "set",
+                field_map(
+                    "Secret data key to key field; other keys are kept.",
+                    Some("^[-._a-zA-Z0-9]{1,253}$"),
+                ),
+            ),
+            (
+                "create",
+                boolean(
+                    "Create the Secret, or add missing keys, instead of failing at preflight.",
+                    false,
+                ),
+            ),
+            (
+                "kubeconfig_env",
+                env_name(
+                    "Environment variable holding a kubeconfig path (default: KUBECONFIG, \
+                     ~/.kube/config, else the pod's service account).",
+                    None,
+                ),
+            ),
+            (
+                "context",
+                string("Kubeconfig context (default: the current context)."),
+            ),
+            (
+                "restart",
+                serde_json::json!({
+                    "description": "Workloads to restart once every target is pushed: \
+                                    KIND/NAME in every namespace of the target, or \
+                                    {workload: KIND/NAME, namespace: NAME} in one.",
+                    "type": "array",
+                    "items": {"anyOf": [workload, restart_one]},
+                }),
+            ),
+            (
+                "rollout_timeout",
+                duration(
+                    "How long the restarts of one target may take until every rollout is complete.",
+                    Some(DEFAULT_ROLLOUT_TIMEOUT),
+                ),
+            ),
+            (
+                "timeout",
+                duration("Timeout of each API request.", Some(DEFAULT_TIMEOUT)),
+            ),
+        ];
+        for field in INLINE_FIELDS {
+            let description = "Never written in a playbook: name a variable holding the \
+                               kubeconfig path in `kubeconfig_env`.";
+            properties.push((field, rejected(description)));
+        }
+        let schema = super::super::kind_schema(
+            "kubernetes",
+            "Keys of a Secret's data, in one namespace or many, with optional restarts of \
+             the workloads that read it.",
+            properties,
+            &["secret_name", "set"],
+        );
+        let namespaces = exactly_one(&["namespace", "namespaces", "namespace_selector"]);
+        with_rules(schema, vec![namespaces])
     }
 }
 

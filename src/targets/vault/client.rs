@@ -120,6 +120,9 @@ impl Metadata {
 }
 
 /// One version's data: field name to string value.
+// NOTE: the values are secrets held in plain `String`s, which are not
+// zeroed when dropped: serde_json decodes Vault's responses into them and
+// writes request bodies from them. Zeroing needs a zeroing deserializer.
 pub type SecretData = BTreeMap<String, String>;
 
 pub struct KvClient {
@@ -462,6 +465,12 @@ fn describe_transport_error(err: &reqwest::Error) -> String {
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
+    }
+    // rustls reports a plain-HTTP answer to a TLS handshake this way.
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        text.push_str(
+            " (the server does not seem to speak TLS: use an http:// address for a server without TLS)",
+        );
     }
     text
 }

@@ -35,6 +35,11 @@ pub use client::split_path;
 use client::{KvClient, KvError, SecretData};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_ADDRESS_ENV: &str = "VAULT_ADDR";
+const DEFAULT_TOKEN_ENV: &str = "VAULT_TOKEN";
+/// Fields that would hold a secret or an address inline, each with the
+/// field that names its environment variable instead.
+const INLINE_FIELDS: [(&str, &str); 2] = [("token", "token_env"), ("address", "address_env")];
 
 #[derive(Clone, Debug)]
 pub struct VaultSpec {
@@ -79,7 +84,7 @@ impl VaultSpec {
                 BTreeMap::new()
             }
         };
-        for (field, env_field) in [("token", "token_env"), ("address", "address_env")] {
+        for (field, env_field) in INLINE_FIELDS {
             if let Some(node) = reader.value(field) {
                 cx.error_hint(
                     node,
@@ -94,10 +99,10 @@ impl VaultSpec {
         Self {
             address_env: reader
                 .optional("address_env", cx)
-                .unwrap_or_else(|| "VAULT_ADDR".into()),
+                .unwrap_or_else(|| DEFAULT_ADDRESS_ENV.into()),
             token_env: reader
                 .optional("token_env", cx)
-                .unwrap_or_else(|| "VAULT_TOKEN".into()),
+                .unwrap_or_else(|| DEFAULT_TOKEN_ENV.into()),
             namespace: reader.optional("namespace", cx),
             mount,
             path,
@@ -108,6 +113,75 @@ impl VaultSpec {
                 .map(|p| cx.resolve_path(&p)),
             timeout: reader.optional("timeout", cx).unwrap_or(DEFAULT_TIMEOUT),
         }
+    }
+
+    /// Returns the schema of a `vault` target.
+    pub fn schema() -> serde_json::Value {
+        use crate::playbook::schema::{
+            boolean, duration, env_name, field_map, rejected, string, text,
+        };
+        let mut properties = vec![
+            ("mount", text("The KV version 2 mount, such as secret.")),
+            (
+                "path",
+                text("The secret inside the mount, such as app/api."),
+            ),
+            (
+                "set",
+                field_map(
+                    "Field in the secret to key field; other fields are kept.",
+                    None,
+                ),
+            ),
+            (
+                "create",
+                boolean(
+                    "Create the secret, or add missing fields, instead of failing at preflight.",
+                    false,
+                ),
+            ),
+            (
+                "address_env",
+                env_name(
+                    "Environment variable holding the server address.",
+                    Some(DEFAULT_ADDRESS_ENV),
+                ),
+            ),
+            (
+                "token_env",
+                env_name(
+                    "Environment variable holding the token.",
+                    Some(DEFAULT_TOKEN_ENV),
+                ),
+            ),
+            (
+                "namespace",
+                string("Vault Enterprise namespace (default: $VAULT_NAMESPACE)."),
+            ),
+            (
+                "ca_cert",
+                text(
+                    "PEM file of the CA that signed the server's certificate, relative to \
+                     the playbook (default: $VAULT_CACERT).",
+                ),
+            ),
+            (
+                "timeout",
+                duration("Timeout of each request.", Some(DEFAULT_TIMEOUT)),
+            ),
+        ];
+        for (field, env_field) in INLINE_FIELDS {
+            let description =
+                format!("Never written in a playbook: name the variable in `{env_field}`.");
+            properties.push((field, rejected(&description)));
+        }
+        super::kind_schema(
+            "vault",
+            "Fields of a KV version 2 secret in OpenBao or HashiCorp Vault, written with \
+             check-and-set.",
+            properties,
+            &["mount", "path", "set"],
+        )
     }
 }
 
@@ -238,9 +312,10 @@ impl VaultTarget {
             .await
             .map_err(|err| match err.status() {
                 Some(400 | 403 | 404) => TargetError::Misconfigured(format!(
-                    "mount {} was not found at {} or the token may not use it ({err})",
+                    "mount {} was not found at {}, or the token in {} may not use it ({err})",
                     self.spec.mount,
-                    self.client.address()
+                    self.client.address(),
+                    self.spec.token_env
                 )),
                 _ => self.error("looking up the mount of", err),
             })?;
@@ -289,9 +364,11 @@ impl VaultTarget {
 
     /// Writes `data` with check-and-set on `cas`. When the version moved
     /// because the current version was soft-deleted or destroyed, retries
-    /// once with the current version: nothing live is overwritten then. Any
-    /// other mismatch is a concurrent modification. Never writes without
-    /// check-and-set.
+    /// once with the current version: nothing live is overwritten then. When
+    /// the current version holds exactly `data`, it is this write: an
+    /// attempt whose response was lost (a timeout, a reset) took effect, and
+    /// the client's retry then found the version moved. Any other mismatch
+    /// is a concurrent modification. Never writes without check-and-set.
     async fn write_cas(&self, data: &SecretData, cas: u64) -> Result<u64, TargetError> {
         match self.client.write(&self.mount, &self.path, data, cas).await {
             Ok(version) => return Ok(version),
@@ -305,6 +382,17 @@ impl VaultTarget {
             .map_err(|err| self.error("reading metadata of", err))?
             .unwrap_or_default();
         let current = metadata.current_version;
+        if current > cas && !metadata.is_deleted(current) {
+            let found = self
+                .client
+                .read(&self.mount, &self.path, current)
+                .await
+                .map_err(|err| self.error("reading", err))?;
+            if found.as_ref() == Some(data) {
+                tracing::info!(target = %self.name, cas, current, "the check-and-set mismatch is this write's own earlier attempt");
+                return Ok(current);
+            }
+        }
         if current == cas || !metadata.is_deleted(current) {
             return Err(TargetError::ConcurrentModification(format!(
                 "{} changed since preflight: expected version {cas}, found version {current} with live data; run `keywheel rollback` and start again",
@@ -381,6 +469,7 @@ fn left_alone(target: &str, version: u64, why: &str) -> Receipt {
         version,
         format!("left version {version} alone: {why}, so someone else wrote it after preflight"),
     )
+    .left_alone()
 }
 
 fn receipt(version: u64, summary: String) -> Receipt {

@@ -530,7 +530,7 @@ impl Drop for Emulator {
     }
 }
 
-fn emulator_kubeconfig(url: &str) -> String {
+pub fn emulator_kubeconfig(url: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config

@@ -1,12 +1,15 @@
 //! Test support: a private keywheel environment per test, clients for the
 //! real servers the dev stack starts, a fault-injecting proxy, and a scan
-//! that fails a test whose output or state files contain a secret it saw.
+//! that fails a test whose output or state files contain a secret it saw
+//! or that keywheel sealed in its journals.
 
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod crash;
 pub mod key_service;
 pub mod kube;
+pub mod leaks;
 pub mod prometheus;
 pub mod proxy;
 pub mod vault;
@@ -72,7 +75,9 @@ impl Run {
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub state_dir: PathBuf,
-    seal_key: String,
+    seal_key: [u8; 32],
+    /// The test that made this environment, for the coverage figures.
+    test: String,
     extra_env: Vec<(String, String)>,
     removed_env: Vec<String>,
     outputs: Mutex<Vec<String>>,
@@ -86,7 +91,8 @@ impl TestEnv {
         let key: [u8; 32] = rand::random();
         Self {
             state_dir,
-            seal_key: hex(&key),
+            seal_key: key,
+            test: test_name(),
             extra_env: Vec::new(),
             removed_env: Vec::new(),
             outputs: Mutex::new(Vec::new()),
@@ -131,7 +137,7 @@ impl TestEnv {
             .args(args)
             .current_dir(self.dir.path())
             .env("KEYWHEEL_STATE_DIR", &self.state_dir)
-            .env("KEYWHEEL_SEAL_KEY", &self.seal_key)
+            .env("KEYWHEEL_SEAL_KEY", hex(&self.seal_key))
             .env_remove("KEYWHEEL_CRASH_AT")
             .env_remove("KEYWHEEL_SEAL_KEY_FILE")
             .env("NO_COLOR", "1")
@@ -176,11 +182,18 @@ impl TestEnv {
         run
     }
 
-    /// Fails when any registered secret appears in a command's output or
-    /// in any file under the state directory.
+    /// Fails when a secret appears in a command's output (stdout with any
+    /// `--json`, and stderr) or in any file under the state directory
+    /// (journals, audit logs, locks, markers, playbook copies), or when a
+    /// state file can be read by group or others. The secrets are the
+    /// registered ones and every value sealed in the state directory's
+    /// journals: new keys and the values targets held before the run.
     pub fn assert_no_leaks(&self) {
-        let secrets = self.secrets.lock().unwrap().clone();
+        let sealed = leaks::sealed_secrets(&self.state_dir, self.seal_key);
+        let mut secrets = self.secrets.lock().unwrap().clone();
+        secrets.extend(sealed.values.iter().cloned());
         let outputs = self.outputs.lock().unwrap().clone();
+        let files = files_under(&self.state_dir);
         for secret in &secrets {
             for output in &outputs {
                 assert!(
@@ -188,17 +201,27 @@ impl TestEnv {
                     "a secret appeared in keywheel's output:\n{output}"
                 );
             }
-            for file in files_under(&self.state_dir) {
-                let bytes = std::fs::read(&file).unwrap_or_default();
+            for file in &files {
+                let bytes = std::fs::read(file).unwrap_or_default();
                 let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
                 assert!(!found, "a secret appeared in {}", file.display());
             }
         }
-        LEAK_SCAN.record(
-            secrets.len(),
-            outputs.len(),
-            files_under(&self.state_dir).len(),
-        );
+        for file in &files {
+            let mode = keywheel::fsutil::mode_of(file).unwrap_or(0);
+            assert!(
+                !keywheel::fsutil::is_shared_mode(mode),
+                "state file {} has mode {mode:o}, not 0600",
+                file.display()
+            );
+        }
+        record_coverage(&Coverage {
+            test: self.test.clone(),
+            secrets: secrets.len(),
+            sealed_opened: sealed.opened,
+            outputs: outputs.len(),
+            files: files.len(),
+        });
     }
 
     /// Files under the state directory with their modes.
@@ -229,23 +252,64 @@ impl Drop for TestEnv {
     }
 }
 
-/// Counts of what the leak scans covered, across the test binary.
-pub struct LeakScanTotals {
-    inner: Mutex<(usize, usize, usize)>,
+/// What one leak scan covered.
+#[derive(Debug, serde::Serialize)]
+pub struct Coverage {
+    pub test: String,
+    /// Distinct secret values searched for.
+    pub secrets: usize,
+    /// Sealed journal values opened to find secrets.
+    pub sealed_opened: usize,
+    /// Outputs (stdout and stderr) of keywheel invocations.
+    pub outputs: usize,
+    /// State files read.
+    pub files: usize,
 }
 
-impl LeakScanTotals {
-    fn record(&self, secrets: usize, outputs: usize, files: usize) {
-        let mut totals = self.inner.lock().unwrap();
-        totals.0 += secrets;
-        totals.1 += outputs;
-        totals.2 += files;
+/// Appends `coverage` as a JSON line to `leak-scan-PID.jsonl` in Cargo's
+/// temporary directory for integration tests, where docs/robustness.md
+/// takes its figures from.
+fn record_coverage(coverage: &Coverage) {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("leak-scan-{}.jsonl", std::process::id()));
+    let line = serde_json::to_string(coverage).unwrap() + "\n";
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+    if let Err(err) = appended {
+        eprintln!(
+            "cannot record leak-scan coverage in {}: {err}",
+            path.display()
+        );
     }
 }
 
-pub static LEAK_SCAN: LeakScanTotals = LeakScanTotals {
-    inner: Mutex::new((0, 0, 0)),
-};
+/// The name of the running test: the test harness names each test's
+/// thread after it, and [`spawn_named`] passes the name on.
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed thread")
+        .to_string()
+}
+
+/// Spawns a scoped thread that carries the current test's name, so that
+/// the environments it makes are counted for that test.
+pub fn spawn_named<'scope, 'env, T, F>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    f: F,
+) -> std::thread::ScopedJoinHandle<'scope, T>
+where
+    F: FnOnce() -> T + Send + 'scope,
+    T: Send + 'scope,
+{
+    std::thread::Builder::new()
+        .name(test_name())
+        .spawn_scoped(scope, f)
+        .expect("spawn a test thread")
+}
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

@@ -176,6 +176,29 @@ impl KeyService {
         assert!(response.status().is_success(), "{response:?}");
     }
 
+    /// Returns the status (`active`, `disabled`) of every key, by id.
+    pub fn key_statuses(&self) -> Vec<(String, String)> {
+        let answer: serde_json::Value = self
+            .http
+            .get(format!("{}/v1/keys", self.url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        answer["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["id"].as_str().unwrap().to_string(),
+                    k["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Returns the key the consumer uses now.
     pub fn consumer_key(&self) -> String {
         let text = std::fs::read_to_string(&self.env_file).unwrap();

@@ -1,16 +1,18 @@
 //! An HTTP proxy between keywheel and a real server that injects faults by
 //! request pattern: an error status (with or without `Retry-After`), a delay
-//! before forwarding, or a connection closed without an answer. Every
-//! request is logged with its time, so tests can check what keywheel sent
-//! and when.
+//! before forwarding, a connection closed without a response, a request
+//! never responded to, and responses that the server sent but that arrive
+//! slowly, cut short or reset halfway. Every request is logged with its time, so
+//! tests can check what keywheel sent and when.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use regex::Regex;
 
@@ -24,8 +26,47 @@ pub enum Fault {
     },
     /// Wait, then forward.
     Delay(Duration),
+    /// Wait until the test opens the gate, then forward.
+    Gate(GateReceiver),
     /// Close the connection without answering.
     Reset,
+    /// Read the request and never respond, so the client's timeout must
+    /// end the call. The request is not forwarded.
+    Hang,
+    /// Forward, then send the headers at once and the body in four parts,
+    /// each after this pause.
+    SlowBody(Duration),
+    /// Forward, then send the headers with the full `Content-Length` and
+    /// half the body, and close the connection.
+    Truncate,
+    /// Forward, then send the headers and half the body, and reset the
+    /// connection (a TCP RST).
+    ResetMidBody,
+}
+
+/// Holds requests that a [`Fault::Gate`] stopped until [`Gate::open`].
+pub struct Gate(tokio::sync::watch::Sender<bool>);
+
+/// The side of a [`Gate`] that a fault waits on.
+#[derive(Clone, Debug)]
+pub struct GateReceiver(tokio::sync::watch::Receiver<bool>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Gate {
+    /// Returns the fault that holds a request until the gate opens.
+    pub fn fault(&self) -> Fault {
+        Fault::Gate(GateReceiver(self.0.subscribe()))
+    }
+
+    /// Lets every held request, and every later one, through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +107,16 @@ impl Rule {
     pub fn with_body(mut self, pattern: &str) -> Self {
         self.body = Some(Regex::new(pattern).expect("valid regex"));
         self
+    }
+
+    /// Returns whether this rule applies to request `seen`, whatever its
+    /// remaining count.
+    pub fn matches_seen(&self, seen: &Seen) -> bool {
+        let any_count = Self {
+            count: 1,
+            ..self.clone()
+        };
+        any_count.matches(&seen.method, &seen.target, &seen.headers, &seen.body)
     }
 
     fn matches(
@@ -193,15 +244,38 @@ async fn serve(
             _ = &mut shutdown => return,
         };
         let Ok((stream, _)) = accepted else { continue };
+        // A second handle on the socket, so that a fault can make the
+        // close a reset: hyper owns the stream and only ever closes it.
+        let Ok(socket) = socket_handle(&stream) else {
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| handle(shared.clone(), request));
+            let service = hyper::service::service_fn(move |request| {
+                handle(shared.clone(), socket.clone(), request)
+            });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
                 .await;
         });
+    }
+}
+
+/// A duplicate of a connection's socket, dropped when a fault resets it.
+type SocketHandle = Arc<Mutex<Option<std::net::TcpStream>>>;
+
+fn socket_handle(stream: &tokio::net::TcpStream) -> std::io::Result<SocketHandle> {
+    use std::os::fd::AsFd as _;
+    let owned = stream.as_fd().try_clone_to_owned()?;
+    Ok(Arc::new(Mutex::new(Some(std::net::TcpStream::from(owned)))))
+}
+
+/// Makes the connection's close a TCP reset: with a zero linger time the
+/// kernel sends RST instead of FIN once the last handle closes.
+fn arm_reset(socket: &SocketHandle) {
+    if let Some(duplicate) = socket.lock().unwrap().take() {
+        let _ = rustix::net::sockopt::set_socket_linger(&duplicate, Some(Duration::ZERO));
     }
 }
 
@@ -216,10 +290,19 @@ impl std::fmt::Display for ResetConnection {
 
 impl std::error::Error for ResetConnection {}
 
+type ProxyBody = BoxBody<Bytes, ResetConnection>;
+
+fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 async fn handle(
     shared: Arc<Shared>,
+    socket: SocketHandle,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ResetConnection> {
+) -> Result<Response<ProxyBody>, ResetConnection> {
     let method = request.method().to_string();
     let target = request
         .uri()
@@ -260,25 +343,28 @@ async fn handle(
         fault: fault.clone(),
     });
 
-    match fault {
+    match &fault {
         Some(Fault::Status {
             status,
             retry_after,
             body,
         }) => {
             let mut response = Response::builder()
-                .status(status)
+                .status(*status)
                 .header("content-type", "application/json");
             if let Some(value) = retry_after {
                 response = response.header("retry-after", value);
             }
-            return Ok(response
-                .body(Full::new(Bytes::from(body)))
-                .expect("response"));
+            return Ok(response.body(full(body.clone())).expect("response"));
         }
         Some(Fault::Reset) => return Err(ResetConnection),
-        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-        None => {}
+        Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::Delay(delay)) => tokio::time::sleep(*delay).await,
+        Some(Fault::Gate(gate)) => {
+            let mut gate = gate.0.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        _ => {}
     }
 
     let url = format!("{}{}", shared.upstream, target);
@@ -299,7 +385,60 @@ async fn handle(
         }
     }
     let bytes = answer.bytes().await.unwrap_or_default();
-    Ok(response.body(Full::new(bytes)).expect("response"))
+    let body = match fault {
+        Some(Fault::SlowBody(pause)) => slow_body(bytes, pause),
+        Some(Fault::Truncate) => {
+            response = response.header("content-length", bytes.len());
+            cut_body(bytes, None)
+        }
+        Some(Fault::ResetMidBody) => {
+            response = response.header("content-length", bytes.len());
+            cut_body(bytes, Some(socket))
+        }
+        _ => full(bytes),
+    };
+    Ok(response.body(body).expect("response"))
+}
+
+/// Sends `bytes` in four parts, each after `pause`.
+fn slow_body(bytes: Bytes, pause: Duration) -> ProxyBody {
+    let part = bytes.len().div_ceil(4).max(1);
+    let parts: Vec<Bytes> = (0..bytes.len())
+        .step_by(part)
+        .map(|start| bytes.slice(start..(start + part).min(bytes.len())))
+        .collect();
+    let stream = futures_util::stream::unfold(parts.into_iter(), move |mut parts| async move {
+        let next = parts.next()?;
+        tokio::time::sleep(pause).await;
+        Some((Ok(Frame::data(next)), parts))
+    });
+    StreamBody::new(stream).boxed()
+}
+
+/// Sends the first half of `bytes`, then fails the body, so hyper closes
+/// the connection before `Content-Length` is reached: with a FIN, or with
+/// a RST when `reset` is given.
+fn cut_body(bytes: Bytes, reset: Option<SocketHandle>) -> ProxyBody {
+    let half = bytes.slice(..bytes.len() / 2);
+    let stream = futures_util::stream::unfold(0, move |step| {
+        let half = half.clone();
+        let reset = reset.clone();
+        async move {
+            match step {
+                0 => Some((Ok(Frame::data(half)), 1)),
+                1 => {
+                    // Lets the half body leave before the connection goes.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(socket) = &reset {
+                        arm_reset(socket);
+                    }
+                    Some((Err(ResetConnection), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
 }
 
 pub fn infallible<T>(value: T) -> Result<T, Infallible> {
