@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 
 use super::journal::Journal;
+use super::plan::PLAN_TARGETS_LISTED;
 use super::record::{
     Event, IssuerRecord, Mode, Outcome, Step, TargetRecord, key_purpose, target_purpose,
 };
@@ -329,6 +330,11 @@ impl<'e> Live<'e> {
             &plan_targets,
             mode,
         );
+        let steps = if self.out().options().verbose || self.targets.len() <= PLAN_TARGETS_LISTED {
+            steps
+        } else {
+            super::plan::group_target_steps(steps, &self.kinds)
+        };
         self.out().status("Plan", "these steps, in order:");
         self.out()
             .plain(crate::output::render::plan_steps(&steps).trim_end());

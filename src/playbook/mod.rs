@@ -420,7 +420,7 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
 
 /// Returns the schema of `policy:`.
 fn policy_schema() -> serde_json::Value {
-    use schema::{choice, integer, object};
+    use schema::{choice, duration, integer, object};
     let mut concurrency = integer(
         "Targets pushed at the same time.",
         1,
@@ -440,6 +440,14 @@ fn policy_schema() -> serde_json::Value {
                 ),
             ),
             ("concurrency", concurrency),
+            (
+                "target_timeout",
+                duration(
+                    "Time limit of each target's preflight, push, restore or restart call, \
+                     retries included. A Kubernetes restart also gets its rollout_timeout.",
+                    Some(DEFAULT_TARGET_TIMEOUT),
+                ),
+            ),
         ],
         &[],
     )

@@ -86,7 +86,13 @@ fn many_targets_print_a_summary() {
     run.assert_code(EXIT_ATTENTION);
 
     let lines = run.stderr.lines().count();
-    assert!(lines < 30, "{lines} lines for 130 targets:\n{}", run.stderr);
+    assert!(lines < 40, "{lines} lines for 130 targets:\n{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(" push       write 130 target(s) (120 dotenv, 10 vault), read each back"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("env-17:"), "{}", run.stderr);
     assert!(
         run.stderr.contains("Pushed 127 of 130 target(s) in "),
