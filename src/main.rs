@@ -36,5 +36,8 @@ fn main() -> ExitCode {
     if let Some(summary) = keywheel::timings::summary() {
         eprintln!("{summary}");
     }
+    // A question may still be reading stdin on a blocking thread after
+    // Ctrl-C; exit without waiting for it.
+    runtime.shutdown_background();
     ExitCode::from(status.code())
 }

@@ -53,6 +53,8 @@ pub enum SealError {
     },
     #[error("seal key file {path} is invalid: expected 32 bytes, 64 hex digits or base64")]
     KeyFileInvalid { path: PathBuf },
+    #[error("cannot read seal key file {path}: it is {kind}, not a regular file")]
+    KeyFileNotFile { path: PathBuf, kind: &'static str },
     #[error("cannot create seal key file {path}: {source}")]
     KeyFileCreate {
         path: PathBuf,
@@ -125,8 +127,8 @@ impl Sealer {
     /// Loads the seal key from the environment, `key_file`, or the default
     /// file in `state_dir` (created when missing).
     pub fn load(key_file: Option<&Path>, state_dir: &Path) -> Result<(Self, KeySource), SealError> {
-        if let Ok(text) = std::env::var(SEAL_KEY_ENV) {
-            let text = Zeroizing::new(text);
+        if let Some(value) = std::env::var_os(SEAL_KEY_ENV) {
+            let text = Zeroizing::new(value.into_string().map_err(|_| SealError::InvalidEnvKey)?);
             let key = parse_key_text(text.trim()).ok_or(SealError::InvalidEnvKey)?;
             return Ok((Self::from_key(key), KeySource::Environment));
         }
@@ -243,7 +245,19 @@ fn read_key_file(path: &Path) -> Result<[u8; KEY_LEN], SealError> {
         path: path.to_path_buf(),
         source,
     };
-    let mode = fsutil::mode_of(path).map_err(unreadable)?;
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
+    if !metadata.is_file() {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "a device, socket or pipe"
+        };
+        return Err(SealError::KeyFileNotFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777;
     if fsutil::is_shared_mode(mode) {
         return Err(SealError::KeyFileShared {
             path: path.to_path_buf(),
@@ -274,8 +288,25 @@ fn create_key_file(path: &Path) -> Result<[u8; KEY_LEN], SealError> {
     crate::secret::os_random(&mut key)
         .map_err(|message| create_error(io::Error::other(message)))?;
     let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key) + "\n");
-    fsutil::write_atomic(path, text.as_bytes(), fsutil::PRIVATE_FILE_MODE).map_err(create_error)?;
-    Ok(key)
+    // The file appears by link(2) from a complete temporary file, which
+    // fails when it exists: of two first runs racing here, the second reads
+    // the key the first created instead of replacing it.
+    let unique: u64 = rand::random();
+    let temp = path.with_extension(format!("key.{}-{unique:016x}.tmp", std::process::id()));
+    fsutil::write_atomic(&temp, text.as_bytes(), fsutil::PRIVATE_FILE_MODE)
+        .map_err(create_error)?;
+    let linked = std::fs::hard_link(&temp, path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                fsutil::sync_dir(dir).map_err(create_error)?;
+            }
+            Ok(key)
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => read_key_file(path),
+        Err(err) => Err(create_error(err)),
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +344,20 @@ mod tests {
         let key = create_key_file(&path).unwrap();
         assert_eq!(fsutil::mode_of(&path).unwrap(), 0o600);
         assert_eq!(read_key_file(&path).unwrap(), key);
+    }
+
+    #[test]
+    fn racing_creators_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEFAULT_KEY_FILE);
+        let keys: Vec<[u8; KEY_LEN]> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| create_key_file(&path).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let on_disk = read_key_file(&path).unwrap();
+        assert!(keys.iter().all(|key| *key == on_disk));
     }
 
     #[test]

@@ -112,9 +112,80 @@ impl Redactor {
     }
 }
 
+/// Replaces every word that looks like a credential (at least 20
+/// characters of letters, digits and `-_+/=.`, with both letters and
+/// digits, and at least 3.5 bits of entropy per character) with
+/// `[redacted]`. For text from programs keywheel runs, which may print a
+/// secret keywheel never saw; it also hides some harmless long ids.
+pub fn redact_credential_like(text: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "-_+/=.".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if looks_like_credential(word) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if is_token_char(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+fn looks_like_credential(word: &str) -> bool {
+    if word.len() < 20
+        || !word.chars().any(|c| c.is_ascii_digit())
+        || !word.chars().any(|c| c.is_ascii_alphabetic())
+    {
+        return false;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for c in word.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    let length = word.chars().count() as f64;
+    let entropy: f64 = counts
+        .values()
+        .map(|&n| {
+            let p = n as f64 / length;
+            -p * p.log2()
+        })
+        .sum();
+    entropy >= 3.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_like_words_are_redacted() {
+        let text =
+            "create failed for sk_live_9fQ2xW7LmZ3kP8sR4tY6uV1nB0cD: quota; see /var/log/app.log";
+        let redacted = redact_credential_like(text);
+        assert!(
+            !redacted.contains("9fQ2xW7LmZ3kP8sR4tY6uV1nB0cD"),
+            "{redacted}"
+        );
+        assert!(redacted.contains("/var/log/app.log"), "{redacted}");
+        assert!(
+            redacted.contains("create failed for [redacted]: quota"),
+            "{redacted}"
+        );
+        assert_eq!(
+            redact_credential_like("aaaaaaaaaaaaaaaaaaaaaaaa1"),
+            "aaaaaaaaaaaaaaaaaaaaaaaa1"
+        );
+    }
 
     #[test]
     fn debug_and_display_hide_value() {

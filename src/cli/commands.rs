@@ -480,15 +480,17 @@ fn finish(out: &Output, report: &RunReport, json: bool, rollback_requested: bool
             serde_json::to_string_pretty(report).unwrap_or_default()
         );
     }
-    match report.status {
-        RunStatus::Held | RunStatus::NeedsAttention | RunStatus::Interrupted => {
-            out.warn(format!(
-                "run {} is {}: `keywheel status {0}` shows what to do",
-                report.run_id,
-                report.status.as_str()
-            ));
-        }
-        _ => {}
+    let state = match report.status {
+        RunStatus::Held => Some("is held"),
+        RunStatus::NeedsAttention => Some("needs attention"),
+        RunStatus::Interrupted => Some("is unfinished"),
+        _ => None,
+    };
+    if let Some(state) = state {
+        out.warn(format!(
+            "run {} {state}: `keywheel status {0}` shows what to do",
+            report.run_id
+        ));
     }
     match report.status {
         RunStatus::Completed => ExitStatus::Success,

@@ -225,9 +225,12 @@ impl OverrideFlags {
 
 /// Runs the subcommand and returns the exit status.
 pub async fn dispatch(cli: Cli) -> ExitStatus {
+    // Biased, so that once Ctrl-C arrives it wins over a command that
+    // became ready at the same time (say, a question whose read ended).
     tokio::select! {
-        status = commands::dispatch(cli) => status,
+        biased;
         _ = tokio::signal::ctrl_c() => interrupted(),
+        status = commands::dispatch(cli) => status,
     }
 }
 

@@ -13,9 +13,9 @@ use super::record::{
     Event, IssuerRecord, Mode, Outcome, Step, TargetRecord, key_purpose, target_purpose,
 };
 use super::report::PlanTarget;
-use super::state::RunState;
+use super::state::{RunState, StepStatus};
 use super::{Engine, EngineError};
-use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerSnapshot, Revocation};
+use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerError, IssuerSnapshot, Revocation};
 use crate::key::Key;
 use crate::output::Confirmation;
 use crate::output::fanout::{FanOut, Phase};
@@ -62,11 +62,17 @@ pub fn emergency_changes(state: &RunState) -> Option<String> {
 }
 
 /// Returns the step that passed the point of no return, if any.
+/// A retire that is done, or announced with no outcome (its delete may
+/// have happened), has passed it. A retire the issuer answered with an
+/// error has not: the old key should still exist, and a rollback that
+/// finds it gone says so when it enables it.
 pub fn point_of_no_return_passed(state: &RunState) -> Option<String> {
-    if state.was_attempted(&Step::Retire) {
-        return Some(Step::Retire.to_string());
+    match state.status(&Step::Retire) {
+        Some(StepStatus::Done { .. } | StepStatus::Started { .. }) => {
+            Some(Step::Retire.to_string())
+        }
+        Some(StepStatus::Failed { .. }) | None => None,
     }
-    None
 }
 
 impl<'e> Live<'e> {
@@ -380,7 +386,10 @@ impl<'e> Live<'e> {
                     return Ok(false);
                 }
             }
-            if let Some(key) = recovered.key {
+            if let Some(key) = recovered
+                .key
+                .filter(|key| snapshot.old_key_id.as_deref() != Some(key.id.as_str()))
+            {
                 self.out().status(
                     "Recovered",
                     format!("key {} created before the interruption", key.id),
@@ -402,6 +411,22 @@ impl<'e> Live<'e> {
         let created = self.issuer.create(&self.icx, &snapshot).await;
         drop(spinner);
         match created {
+            Ok(key) if snapshot.old_key_id.as_deref() == Some(key.id.as_str()) => {
+                // Taking this answer as the new key would revoke and then
+                // delete the key in use. Nothing was made that may be
+                // deleted, so no orphan search either.
+                let error = format!(
+                    "the issuer answered create with the id of the key in use ({}); check the create operation and its `pick` of `id`",
+                    key.id
+                );
+                self.record(Event::Failed {
+                    step: Step::Generate,
+                    class: "invalid_response".to_string(),
+                    error: error.clone(),
+                })
+                .await?;
+                self.fail_unchanged(error).await
+            }
             Ok(key) => {
                 self.seal_key(&key).await?;
                 self.out().status("Generated", format!("key {}", key.id));
@@ -415,6 +440,13 @@ impl<'e> Live<'e> {
                 })
                 .await?;
                 self.out().error(format!("generate: {err}"));
+                if let IssuerError::KeyLeftBehind(message) = &err {
+                    self.record(Event::NeedsAttention {
+                        items: vec![message.clone()],
+                    })
+                    .await?;
+                    return Ok(false);
+                }
                 // The create may have succeeded at the issuer with its answer
                 // lost; find and delete such a key.
                 if let Ok(recovered) = self.issuer.find_created(&self.icx, &snapshot).await {
@@ -468,6 +500,11 @@ impl<'e> Live<'e> {
         &self,
         key_id: &str,
     ) -> Result<Option<String>, EngineError> {
+        if self.is_old_key(key_id).await {
+            return Ok(Some(format!(
+                "the issuer reported key {key_id}, the key in use, as one this run created; keywheel does not delete it: check the issuer's list and run tag"
+            )));
+        }
         let step = Step::DeleteOrphan(key_id.to_string());
         let attempt = self.state().await.status(&step).map_or(0, |s| s.attempt()) + 1;
         self.record(Event::Intent {
@@ -812,6 +849,16 @@ impl<'e> Live<'e> {
         }
     }
 
+    /// Whether `key_id` is the id of the key in use at preflight: such a key
+    /// is never deleted as a new or orphan key.
+    pub(super) async fn is_old_key(&self, key_id: &str) -> bool {
+        self.state()
+            .await
+            .issuer
+            .and_then(|issuer| issuer.old_key_id)
+            .is_some_and(|old| old == key_id)
+    }
+
     /// Whether the run was started with `--emergency`.
     pub(super) async fn is_emergency(&self) -> bool {
         self.state()
@@ -867,7 +914,13 @@ impl<'e> Live<'e> {
             ),
             _ => format!("Delete old key {old_id}? After this the rotation cannot be rolled back."),
         };
-        let reason = match self.out().confirm(&question) {
+        // Read on a blocking thread, so that Ctrl-C, watched by the
+        // command's main task, still stops the process at the question.
+        let out = self.engine.out.clone();
+        let answer = tokio::task::spawn_blocking(move || out.confirm(&question))
+            .await
+            .unwrap_or(Confirmation::CannotAsk);
+        let reason = match answer {
             Confirmation::Yes => return Ok(true),
             Confirmation::No => "the operator declined to delete the old key".to_string(),
             Confirmation::CannotAsk => "stopped before deleting the old key, the point of no return: no terminal to ask on; pass --yes to go on without asking".to_string(),

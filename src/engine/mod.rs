@@ -165,7 +165,7 @@ pub enum EngineError {
         current: String,
     },
     #[error(
-        "run {run}: cannot write its journal, so keywheel stopped before the next change: {source}; free the disk or fix the state directory, then run `keywheel resume {run}`"
+        "run {run}: cannot write its journal, so keywheel stopped before the next change: {source}; fix the cause (a full disk, a broken state directory, another keywheel process), then run `keywheel resume {run}`"
     )]
     Journal {
         run: RunId,
@@ -435,8 +435,15 @@ impl Engine {
     /// how the run ended.
     async fn finish(&self, live: &Live<'_>) -> Result<RunReport, EngineError> {
         let state = live.state().await;
-        if state.is_finished() {
-            self.store.set_active_run(state.playbook(), None).await?;
+        // The outcome is journaled already: a failure to clear the marker
+        // must not turn it into an error. The next run clears a stale one.
+        if state.is_finished()
+            && let Err(err) = self.store.set_active_run(state.playbook(), None).await
+        {
+            self.out.warn(format!(
+                "run {} finished, but its unfinished-run marker could not be cleared: {err}",
+                state.run_id
+            ));
         }
         let report = RunReport::from_state(&state);
         let event = crate::notify::NotifyEvent::for_status(report.status);

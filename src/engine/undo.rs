@@ -44,9 +44,11 @@ impl Live<'_> {
         let mut attention = self.delete_unrecorded_keys().await?;
 
         if let Some(item) = self.reenable_old_key().await? {
+            // Restoring now would put a disabled key into every target.
+            // They keep the new key, which works, until the old one is
+            // enabled and the rollback runs again.
             attention.push(item);
-        }
-        if let Some(key) = &key {
+        } else if let Some(key) = &key {
             attention.extend(self.restore_all(key).await?);
         }
         if attention.is_empty()
@@ -171,7 +173,7 @@ impl Live<'_> {
                 })
                 .await?;
                 Ok(Some(format!(
-                    "old key {old_id} is still disabled: enabling it failed: {err}; enable it at the issuer, then run `keywheel rollback {}` again",
+                    "old key {old_id} is still disabled: enabling it failed: {err}; the targets keep the new key, which works; enable the old key at the issuer, then run `keywheel rollback {}` again",
                     self.journal.run_id()
                 )))
             }
@@ -289,6 +291,12 @@ impl Live<'_> {
 
     /// Deletes the new key at the issuer, once no target holds it.
     async fn delete_new_key(&self, key: &Key) -> Result<Option<String>, EngineError> {
+        if self.is_old_key(&key.id).await {
+            return Ok(Some(format!(
+                "the new key has the id of the key in use ({}), so keywheel does not delete it; check the issuer's create answer",
+                key.id
+            )));
+        }
         let state = self.state().await;
         if self.issuer.revocation() == Revocation::Replace || state.is_done(&Step::DeleteNew) {
             return Ok(None);

@@ -247,6 +247,10 @@ pub enum IssuerError {
     /// The new key did not pass verification in time.
     #[error("{0}")]
     VerificationFailed(String),
+    /// The operation failed but may have left a key at the issuer that
+    /// keywheel could not remove; the message names it.
+    #[error("{0}")]
+    KeyLeftBehind(String),
 }
 
 impl IssuerError {
@@ -259,6 +263,7 @@ impl IssuerError {
             Self::Unsupported(_) => "unsupported",
             Self::LimitReached(_) => "limit_reached",
             Self::VerificationFailed(_) => "verification_failed",
+            Self::KeyLeftBehind(_) => "key_left_behind",
         }
     }
 }

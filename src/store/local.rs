@@ -190,6 +190,60 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Replaces the lock `stale` (whose holder is gone) with `holder`, so
+    /// that of several processes taking it over at once exactly one wins.
+    /// The stale file is first moved aside, which only one process can do;
+    /// if what was moved is not `stale` (another process already took the
+    /// lock over), it is put back and the lock is reported held.
+    fn replace_stale_lock(
+        &self,
+        name: &str,
+        path: &Path,
+        stale: &LeaseHolder,
+        holder: &LeaseHolder,
+    ) -> Result<(), StoreError> {
+        let unique: u64 = rand::random();
+        let aside = path.with_extension(format!("lock.stale-{unique:016x}"));
+        match fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return self.lock_taken(name);
+            }
+            Err(err) => return Err(io_error("cannot move aside", path)(err)),
+        }
+        let moved = Self::read_holder(&aside).ok().flatten();
+        if moved.as_ref() != Some(stale) {
+            let _ = fs::hard_link(&aside, path);
+            let _ = fs::remove_file(&aside);
+            return self.lock_taken(name);
+        }
+        let _ = fs::remove_file(&aside);
+        if self.write_holder_new(path, holder)? {
+            Ok(())
+        } else {
+            self.lock_taken(name)
+        }
+    }
+
+    /// Reports the lock as held by whoever holds it now.
+    fn lock_taken(&self, name: &str) -> Result<(), StoreError> {
+        match Self::read_holder(&self.lock_path(name))? {
+            Some(current) => {
+                let liveness = liveness_of(&current);
+                Err(StoreError::Locked {
+                    lock: name.to_string(),
+                    holder: current,
+                    liveness,
+                })
+            }
+            None => Err(StoreError::LockLost {
+                lock: name.to_string(),
+            }),
+        }
+    }
+}
+
 #[async_trait]
 impl Store for LocalStore {
     fn describe(&self) -> String {
@@ -373,9 +427,7 @@ impl Store for LocalStore {
             });
         }
         tracing::info!(lock = name, run = %current.run_id, pid = current.pid, "taking over the lock of a run whose process is gone");
-        let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
-        fsutil::write_atomic(&path, &json, PRIVATE_FILE_MODE)
-            .map_err(io_error("cannot write", &path))
+        self.replace_stale_lock(name, &path, &current, holder)
     }
 
     async fn renew(&self, name: &str, holder: &LeaseHolder) -> Result<(), StoreError> {
@@ -650,6 +702,51 @@ mod tests {
         }
         store.release("pb", &me).await.unwrap();
         store.acquire("pb", &other, None).await.unwrap();
+    }
+
+    #[test]
+    fn racing_takeovers_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = "20261204-120000-aaaaaa";
+        let dead = LeaseHolder {
+            pid: 4_000_000_000,
+            pid_start: Some(1),
+            ..holder(run, 1)
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        runtime.block_on(store.acquire("pb", &dead, None)).unwrap();
+
+        let wins: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let root = dir.path();
+                    scope.spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .unwrap();
+                        let store = LocalStore::open(root).unwrap();
+                        // A live pid, so the winner's lock is never stale;
+                        // distinct acquisition times tell the takers apart.
+                        let me = LeaseHolder {
+                            acquired_at: format!("taker-{i}"),
+                            ..holder(run, std::process::id())
+                        };
+                        let run_id = me.run_id.clone();
+                        runtime
+                            .block_on(store.acquire("pb", &me, Some(&run_id)))
+                            .is_ok()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(wins, 1);
     }
 
     #[tokio::test]

@@ -92,6 +92,7 @@ if mode == "fail":
     current = request.get("current", {}).get("secret")
     print(f"cannot {operation} with token {request.get('credential')}", file=sys.stderr)
     print(f"the current secret {current} is unknown", file=sys.stderr)
+    print(f"it made sk_test_{secrets.token_hex(16)} before failing", file=sys.stderr)
     sys.exit(3)
 
 store_path = os.path.join(here, "keys.json")
@@ -278,4 +279,46 @@ fn failing_program_stderr_is_redacted() {
         "{}",
         run.stderr
     );
+    // A key keywheel never saw is hidden by its shape.
+    assert!(
+        run.stderr.contains("it made [redacted] before failing"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn program_dies_with_a_killed_keywheel() {
+    let local = local("sleep", "60s");
+    let mut keywheel = local
+        .env
+        .command(&["run", local.playbook.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pids_file = local.dir.join("pids");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pids = std::fs::read_to_string(&pids_file).expect("the program never started");
+
+    keywheel.kill().unwrap();
+    keywheel.wait().unwrap();
+
+    // The program itself must go: left running, it could finish a create
+    // after `resume` has already looked for the keys this run made.
+    let program = pids.split_whitespace().next().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !is_gone(program) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gone = is_gone(program);
+    for pid in pids.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    assert!(gone, "the program {program} outlived keywheel");
 }

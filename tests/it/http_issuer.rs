@@ -655,3 +655,146 @@ fn yes_skips_question_at_terminal() {
     assert!(service.key(&service.bootstrap_id).is_none());
     assert_eq!(service.call_models(&app_env_key(&env)), 200);
 }
+
+#[test]
+fn create_answering_old_key_id_changes_nothing() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    // A create whose answer is the key in use, as a wrong `pick` or an API
+    // that regenerates a key in place would give.
+    let text = playbook(&Book::default())
+        .replace(
+            "      url: /v1/keys\n      body:",
+            "      method: GET\n      url: \"/v1/keys/{{ old.id }}\"\n      body:",
+        )
+        .replace(
+            "      expect_status: 201\n      pick: {id: /id, secret: /secret}",
+            "      expect_status: 200\n      pick: {id: /id, secret: /prefix}",
+        );
+    assert!(text.contains("pick: {id: /id, secret: /prefix}"), "{text}");
+
+    let run = run(&env, &text, &["--yes", "--json"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr
+            .contains("answered create with the id of the key in use"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["status"], "failed");
+    assert_eq!(ids(&service), [service.bootstrap_id.as_str()]);
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+}
+
+#[test]
+fn failed_reenable_keeps_targets_on_new_key() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    // No terminal and no --yes: held before retire, old key disabled.
+    run(&env, &playbook(&Book::default()), &[]).assert_code(EXIT_ATTENTION);
+    let new_key = app_env_key(&env);
+    service.fault("enable", "status500", 50);
+
+    let run_id = env.last_run_id();
+    let rollback = env.keywheel(&["rollback", &run_id]);
+
+    rollback.assert_code(EXIT_ATTENTION);
+    assert!(
+        rollback.stderr.contains("the targets keep the new key"),
+        "{}",
+        rollback.stderr
+    );
+    assert_eq!(
+        app_env_key(&env),
+        new_key,
+        "a target got the disabled old key"
+    );
+    assert_eq!(service.call_models(&new_key), 200);
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "disabled"
+    );
+}
+
+#[test]
+fn ctrl_c_at_question_stops_with_message() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    let text = playbook(&Book {
+        revocation: "delete_only",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+    let question = "Delete old key key_[0-9a-f]+\\?";
+
+    let run = in_terminal(
+        &env,
+        &[(question, "\u{3}")],
+        &["run", path.to_str().unwrap()],
+    );
+
+    assert_eq!(run.code, Some(130), "{}", run.stdout);
+    let run_id = env.last_run_id();
+    assert!(
+        run.stdout
+            .contains(&format!("interrupted: run {run_id} is unfinished")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+    env.keywheel(&["rollback", &run_id]).assert_code(EXIT_OK);
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+}
+
+#[test]
+fn failed_retire_can_still_roll_back() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    service.fault("delete", "status500", 20);
+    let failed = run(&env, &playbook(&Book::default()), &["--yes"]);
+    failed.assert_code(EXIT_ATTENTION);
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "disabled"
+    );
+    service.reset_faults();
+
+    env.keywheel(&["rollback", &env.last_run_id()])
+        .assert_code(EXIT_OK);
+
+    assert_eq!(
+        service.key(&service.bootstrap_id).unwrap()["status"],
+        "active"
+    );
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+    assert_eq!(service.call_models(&service.bootstrap_secret), 200);
+}
+
+#[test]
+fn create_without_secret_deletes_the_key_it_made() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    service.fault("create", "missing_secret", 1);
+    // Without a run tag, only the create's own answer names the key.
+    let text = playbook(&Book::default()).replace("  run_tag: /metadata/keywheel_run\n", "");
+    assert!(!text.contains("run_tag"));
+
+    let run = run(&env, &text, &["--yes", "--json"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr.contains("keywheel deleted key"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ids(&service), [service.bootstrap_id.as_str()]);
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+}

@@ -849,3 +849,43 @@ fn missing_kubeconfig_variable_names_the_field() {
         run.stderr
     );
 }
+
+#[test]
+fn rollback_of_created_secret_keeps_other_keys() {
+    let cluster = Cluster::emulator();
+    let namespace = cluster.namespace("kw", &[]);
+    let env = env_for(&cluster);
+    let text = playbook(&format!("namespace: {namespace}"), "    create: true\n", "");
+    let path = env.playbook("k8s.yaml", &text);
+    // Killed once the push is journaled as done.
+    env.keywheel_crashing("after:9", &["run", "--yes", path.to_str().unwrap()])
+        .assert_killed();
+    cluster.secret_text(&env, &namespace, SECRET, "API_KEY");
+
+    // Another team adds its own key to the Secret keywheel created.
+    let emulator = cluster.control();
+    let patch = serde_json::json!({"data": {"OTHER_TEAM": "dGhlaXJz"}});
+    let response = reqwest::blocking::Client::new()
+        .patch(format!("{}{}", emulator.url, secret_path(&namespace)))
+        .header("content-type", "application/merge-patch+json")
+        .body(patch.to_string())
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+
+    env.keywheel(&["rollback", &env.last_run_id()])
+        .assert_code(EXIT_OK);
+
+    assert_eq!(
+        cluster
+            .secret_value(&namespace, SECRET, "OTHER_TEAM")
+            .unwrap(),
+        b"theirs"
+    );
+    assert!(
+        cluster
+            .secret_value(&namespace, SECRET, "API_KEY")
+            .is_none(),
+        "the new key stayed"
+    );
+}

@@ -433,3 +433,77 @@ fn versioned_path_warning_is_a_configuration_error() {
     assert!(run.json()["new_key_id"].is_null());
     assert_eq!(vault.current_version(&mount, "app"), 1);
 }
+
+#[test]
+fn other_fields_keep_their_json_types() {
+    let vault = Vault::from_env();
+    let mount = new_mount(&vault, 2);
+    let body = serde_json::json!({"options": {"cas": 0}, "data": {
+        "api_key": "sk_live_original_000000000",
+        "port": 5432,
+        "enabled": true,
+        "nested": {"a": 1},
+    }});
+    let (status, _) = vault.request(
+        reqwest::Method::POST,
+        &format!("{mount}/data/app"),
+        Some(body),
+    );
+    assert!(status < 300);
+    let env = env_for(&vault.addr);
+    let path = env.playbook("v.yaml", &playbook(&mount, "app", false));
+    env.keywheel_crashing("after:9", &["run", path.to_str().unwrap()])
+        .assert_killed();
+
+    let read = |what: &str| {
+        let (_, answer) = vault.request(reqwest::Method::GET, &format!("{mount}/data/app"), None);
+        let data = answer["data"]["data"].clone();
+        assert_eq!(data["port"], 5432, "{what}: {data}");
+        assert_eq!(data["enabled"], true, "{what}: {data}");
+        assert_eq!(
+            data["nested"],
+            serde_json::json!({"a": 1}),
+            "{what}: {data}"
+        );
+        data["api_key"].as_str().unwrap().to_string()
+    };
+    env.secret(&read("after the push"));
+
+    env.keywheel(&["rollback", &env.last_run_id()])
+        .assert_code(EXIT_OK);
+    assert_eq!(read("after the rollback"), "sk_live_original_000000000");
+}
+
+#[test]
+fn rollback_of_created_secret_keeps_other_writers_fields() {
+    let vault = Vault::from_env();
+    let mount = new_mount(&vault, 2);
+    let env = env_for(&vault.addr);
+    let path = env.playbook("v.yaml", &playbook(&mount, "app", true));
+    env.keywheel_crashing("after:9", &["run", path.to_str().unwrap()])
+        .assert_killed();
+    let (_, data) = vault.get(&mount, "app");
+    env.secret(&data["api_key"]);
+    vault.put(
+        &mount,
+        "app",
+        &[
+            ("api_key", &data["api_key"]),
+            ("db_password", "another-teams-value-0000"),
+        ],
+    );
+
+    env.keywheel(&["rollback", &env.last_run_id()])
+        .assert_code(EXIT_OK);
+
+    let (version, data) = vault.get(&mount, "app");
+    assert_eq!(version, 3, "the secret was deleted");
+    assert_eq!(
+        data.get("db_password").map(String::as_str),
+        Some("another-teams-value-0000")
+    );
+    assert!(
+        !data.contains_key("api_key"),
+        "the new key stayed: {data:?}"
+    );
+}

@@ -7,9 +7,10 @@ Tests use it to drive keywheel as a person at a terminal would:
 
 Each --expect/--send pair waits (up to --timeout seconds) for the regular
 expression to appear in the terminal output, then types the answer and
-Enter. Everything the command printed is written to stdout afterwards, and
-this script exits with the command's exit code (128 + signal when killed,
-124 when an expected text never appeared).
+Enter (a control character such as Ctrl-C, "\x03", goes alone). Everything
+the command printed is written to stdout afterwards, and this script exits
+with the command's exit code (128 + signal when killed, 124 when an expected
+text never appeared).
 """
 
 import argparse
@@ -43,7 +44,10 @@ def main():
     while True:
         if pending and re.search(pending[0][0].encode(), output):
             answer = pending.pop(0)[1]
-            os.write(fd, answer.encode() + b"\r")
+            # A control character (Ctrl-C is "\x03") is a key press on its
+            # own, sent without Enter, as a person would type it.
+            enter = b"" if answer and answer[0] < " " else b"\r"
+            os.write(fd, answer.encode() + enter)
         if time.monotonic() > deadline:
             os.kill(pid, 9)
             os.waitpid(pid, 0)

@@ -350,7 +350,9 @@ impl CommandIssuer {
                     (None, Some(signal)) => format!("was killed by signal {signal}"),
                     (None, None) => "failed".to_string(),
                 };
-                let stderr = redactor.redact(stderr.trim());
+                // Redact the known secrets first, then any word shaped like
+                // a key, because the program may print a key keywheel never saw.
+                let stderr = crate::secret::redact_credential_like(&redactor.redact(stderr.trim()));
                 let shown = match stderr.is_empty() {
                     true => "; it wrote nothing to stderr".to_string(),
                     false => format!("; its stderr ends with:\n{}", indent(&stderr)),

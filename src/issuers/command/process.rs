@@ -55,6 +55,7 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .map_err(|err| RunError::Spawn(err.to_string()))?;
@@ -147,6 +148,29 @@ async fn read_tail(stream: Option<impl AsyncRead + Unpin>, keep: usize) -> Vec<u
         }
     }
     tail
+}
+
+/// Makes the child receive SIGKILL when keywheel dies, even by `kill -9`,
+/// so a program cannot finish a create after keywheel's process is gone
+/// and a `resume` has already looked for the keys it made.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: prctl(PR_SET_PDEATHSIG) and
+    // getppid() are system calls, and nothing here allocates or locks.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            // The parent may have died before the call above took effect.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other(
+                    "keywheel exited before the program started",
+                ));
+            }
+            Ok(())
+        });
+    }
 }
 
 #[cfg(test)]

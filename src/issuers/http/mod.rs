@@ -471,7 +471,47 @@ impl HttpIssuer {
         let response = self
             .call(cx, op, &self.create_vars(cx, old), header, header.is_some())
             .await?;
-        self.key_from_response(&response, old)
+        match self.key_from_response(&response, old) {
+            Ok(key) => Ok(key),
+            Err(err) => Err(self.discard_incomplete(cx, &response, old, err).await),
+        }
+    }
+
+    /// Deletes the key a create answered with an id but without a usable
+    /// secret: nobody can use it, and a failed generate must leave nothing
+    /// behind. Never deletes the key in use.
+    async fn discard_incomplete(
+        &self,
+        cx: &IssuerCx,
+        response: &Response,
+        old: &Map<String, Value>,
+        err: IssuerError,
+    ) -> IssuerError {
+        let op = &self.spec.operations.create;
+        let id = op
+            .pick
+            .iter()
+            .find(|(field, _)| field == crate::key::ID_FIELD)
+            .and_then(|(_, pointer)| {
+                self.json(op, response)
+                    .ok()?
+                    .pointer(pointer)
+                    .and_then(id_text)
+            });
+        let Some(id) = id else {
+            return err;
+        };
+        if old.get(crate::key::ID_FIELD).and_then(id_text).as_deref() == Some(id.as_str()) {
+            return err;
+        }
+        match self.act(cx, &self.spec.operations.delete, &id).await {
+            Ok(()) => IssuerError::InvalidResponse(format!(
+                "{err}; keywheel deleted key {id}, which that create made"
+            )),
+            Err(delete_err) => IssuerError::KeyLeftBehind(format!(
+                "{err}; key {id}, which that create made, could not be deleted: {delete_err}; delete it at the issuer by hand"
+            )),
+        }
     }
 
     /// Ids of the listed keys tagged with this run.
@@ -488,6 +528,20 @@ impl HttpIssuer {
         self.call(cx, op, &self.key_vars(cx, key_id), None, true)
             .await
             .map(drop)
+    }
+}
+
+/// Whether `value`, or a string anywhere inside it, is one of the secret
+/// values the targets hold.
+fn holds_secret(value: &Value, current: &CurrentFields) -> bool {
+    match value {
+        Value::String(text) => current
+            .iter()
+            .filter(|(field, _)| field.as_str() != crate::key::ID_FIELD)
+            .any(|(_, secret)| secret.expose() == text.as_bytes()),
+        Value::Array(items) => items.iter().any(|item| holds_secret(item, current)),
+        Value::Object(members) => members.values().any(|member| holds_secret(member, current)),
+        _ => false,
     }
 }
 
@@ -537,6 +591,14 @@ impl Issuer for HttpIssuer {
                 continue;
             }
             if let Some(value) = object.get(member) {
+                // These attributes are journaled in clear, so one that holds
+                // a secret the targets hold (a `secret` the API returns on
+                // read) must not be copied.
+                if holds_secret(value, current) {
+                    return Err(IssuerError::Misconfigured(format!(
+                        "http issuer: the create operation copies old.{member}, which holds the secret of the key in use; keywheel keeps secrets out of its journal, so remove that placeholder"
+                    )));
+                }
                 old.insert(member.clone(), value.clone());
                 copied.push(member.clone());
             }
@@ -636,5 +698,27 @@ impl Issuer for HttpIssuer {
 
     async fn delete(&self, cx: &IssuerCx, key_id: &str) -> Result<(), IssuerError> {
         self.act(cx, &self.spec.operations.delete, key_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_secret_finds_nested_values() {
+        let mut current = CurrentFields::new();
+        current.insert("secret".into(), SecretBytes::from_text("sk_live_abc"));
+        current.insert(crate::key::ID_FIELD.into(), SecretBytes::from_text("key_1"));
+        assert!(holds_secret(&serde_json::json!("sk_live_abc"), &current));
+        assert!(holds_secret(
+            &serde_json::json!({"a": ["x", "sk_live_abc"]}),
+            &current
+        ));
+        assert!(
+            !holds_secret(&serde_json::json!("key_1"), &current),
+            "ids are public"
+        );
+        assert!(!holds_secret(&serde_json::json!(["models:read"]), &current));
     }
 }

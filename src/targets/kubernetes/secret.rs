@@ -280,12 +280,19 @@ impl KubernetesTarget {
                 return Ok(self.left_alone("it holds neither the new nor the previous values"));
             }
 
-            let created_by_run = current
-                .metadata
-                .annotations
+            // Deleted only while it holds nothing but the managed keys: a key
+            // another writer added since must survive the rollback.
+            let only_managed_keys = current
+                .data
                 .as_ref()
-                .and_then(|a| a.get(CREATED_BY_ANNOTATION))
-                .is_some_and(|run| *run == cx.run_id.to_string());
+                .is_none_or(|data| data.keys().all(|k| self.spec.set.contains_key(k)));
+            let created_by_run = only_managed_keys
+                && current
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(CREATED_BY_ANNOTATION))
+                    .is_some_and(|run| *run == cx.run_id.to_string());
             self.require_version(&current)?;
             let result = if !state.existed && created_by_run {
                 self.delete(cx, &current).await

@@ -123,7 +123,10 @@ impl Metadata {
 // NOTE: the values are secrets held in plain `String`s, which are not
 // zeroed when dropped: serde_json decodes Vault's responses into them and
 // writes request bodies from them. Zeroing needs a zeroing deserializer.
-pub type SecretData = BTreeMap<String, String>;
+/// One version's data: field name to JSON value. Values that are not
+/// strings (numbers, booleans, objects) are kept as they are, so a write
+/// or restore leaves every unmanaged field exactly as it was.
+pub type SecretData = BTreeMap<String, serde_json::Value>;
 
 pub struct KvClient {
     http: reqwest::Client,
@@ -438,17 +441,7 @@ fn decode_data(value: serde_json::Value) -> Result<SecretData, KvError> {
             detail: "data.data is not an object".into(),
         });
     };
-    let mut data = SecretData::new();
-    for (name, value) in object {
-        let text = match value {
-            serde_json::Value::String(text) => text,
-            // Non-string fields are kept as their JSON text so that a
-            // restore writes them back unchanged.
-            other => other.to_string(),
-        };
-        data.insert(name, text);
-    }
-    Ok(data)
+    Ok(object.into_iter().collect())
 }
 
 /// Describes a transport error with its causes, which name the real problem

@@ -349,7 +349,7 @@ impl VaultTarget {
             let text = value.expose_str().ok_or_else(|| {
                 TargetError::Misconfigured(format!("the value for field {field} is not UTF-8 text"))
             })?;
-            data.insert(field, text.to_string());
+            data.insert(field, serde_json::Value::String(text.to_string()));
         }
         Ok(data)
     }
@@ -504,6 +504,7 @@ impl Target for VaultTarget {
             .filter_map(|(slot, field)| {
                 previous
                     .get(slot)
+                    .and_then(serde_json::Value::as_str)
                     .map(|value| (field.clone(), SecretBytes::from_text(value)))
             })
             .collect()
@@ -646,11 +647,20 @@ impl Target for VaultTarget {
         }
 
         if !state.existed {
-            self.client
-                .delete_all(&self.mount, &self.path)
-                .await
-                .map_err(|err| self.error("deleting", err))?;
-            return Ok(receipt(0, "deleted the secret keywheel created".into()));
+            // Only a secret that still is exactly what this run created is
+            // deleted; once someone else added a field or a version, only
+            // the managed fields are removed.
+            let only_ours = current_version == 1
+                && current
+                    .keys()
+                    .all(|field| self.spec.set.contains_key(field));
+            if only_ours {
+                self.client
+                    .delete_all(&self.mount, &self.path)
+                    .await
+                    .map_err(|err| self.error("deleting", err))?;
+                return Ok(receipt(0, "deleted the secret keywheel created".into()));
+            }
         }
         if state.deleted {
             self.client

@@ -119,6 +119,12 @@ impl KeyService {
         assert!(status < 300, "{body}");
     }
 
+    /// Clears every injected fault and the error rate.
+    pub fn reset_faults(&self) {
+        let (status, body) = self.admin(reqwest::Method::POST, "/_control/reset-faults", None);
+        assert!(status < 300, "{body}");
+    }
+
     /// Status of `GET /v1/models` called with `secret`.
     pub fn call_models(&self, secret: &str) -> u16 {
         self.http
