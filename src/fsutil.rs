@@ -54,7 +54,7 @@ pub fn write_atomic_owned(
         file.write_all(contents)?;
         // Set the mode exactly, since the umask may have removed bits.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
+        crate::timings::OTHER_SYNCS.time(|| file.sync_all())?;
         drop(file);
         fs::rename(&temp, path)?;
         sync_dir(&dir)
@@ -76,7 +76,8 @@ pub fn remove_durably(path: &Path) -> io::Result<()> {
 
 /// Syncs a directory so that renames and creations in it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    let dir = File::open(dir)?;
+    crate::timings::OTHER_SYNCS.time(|| dir.sync_all())
 }
 
 /// Creates `dir` and its parents with mode 0700 where they are missing.

@@ -31,5 +31,6 @@ pub mod secret;
 pub mod store;
 pub mod targets;
 pub mod template;
+pub mod timings;
 pub mod verify;
 pub mod watch;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    keywheel::timings::start();
     cli::install_panic_hook();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
         }
     };
     let status = runtime.block_on(cli::dispatch(args));
+    if let Some(summary) = keywheel::timings::summary() {
+        eprintln!("{summary}");
+    }
     // A question may still be reading stdin on a blocking thread after
     // Ctrl-C; exit without waiting for it.
     runtime.shutdown_background();

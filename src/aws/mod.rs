@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CREDENTIAL_FIELDS: &[&str] = &["access_key_id", "secret_access_key", "session_token"];
 
 /// Where and how to reach AWS, as the playbook sets it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AwsSpec {
     pub region: Option<String>,
     pub profile: Option<String>,
@@ -168,7 +168,7 @@ fn is_region_name(text: &str) -> bool {
 }
 
 /// An [`AwsSpec`] with its environment read, ready to load an SDK config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AwsSettings {
     spec: AwsSpec,
     endpoint: Option<url::Url>,

@@ -20,6 +20,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         quiet: cli.quiet,
         yes: cli.yes,
         no_input: cli.no_input,
+        verbose: cli.verbose > 0,
     }));
     let result = match &cli.command {
         Command::Validate { playbooks } => Ok(validate(&out, playbooks, cli.json)),

@@ -56,7 +56,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Log more detail on stderr (-v: info, -vv: debug, -vvv: trace)
+    /// Print more detail on stderr (-v: a status line per target and info
+    /// logs, -vv: debug logs, -vvv: trace logs)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
     pub verbose: u8,
 

@@ -6,11 +6,15 @@ use super::report::RunReport;
 use super::state::RunState;
 use super::{Engine, EngineError};
 use crate::run_id::RunId;
-use crate::store::{Store, StoreError};
+use crate::store::{JournalRead, Store, StoreError};
 
 /// Replays the journal of `run_id` from `store`.
 pub async fn replay_run(store: &dyn Store, run_id: &RunId) -> Result<RunState, StoreError> {
-    let journal = store.read(run_id).await?;
+    replay_read(run_id, store.read(run_id).await?)
+}
+
+/// Replays a journal already read.
+fn replay_read(run_id: &RunId, journal: JournalRead) -> Result<RunState, StoreError> {
     if journal.torn_tail {
         tracing::info!(run = %run_id, "ignoring a torn last journal record");
     }
@@ -27,6 +31,9 @@ pub async fn replay_run(store: &dyn Store, run_id: &RunId) -> Result<RunState, S
     Ok(RunState::replay(run_id.clone(), &records))
 }
 
+/// The text of a revoke step in a journal record, as `serde_json` writes it.
+const REVOKE_STEP: &str = "\"step\":\"revoke\"";
+
 /// Ids of old keys that runs of `playbook` other than `except` disabled and
 /// did not enable again. An issuer may delete such a key to free a slot.
 /// A journal that cannot be read is skipped with a warning: the list only
@@ -41,7 +48,24 @@ pub async fn keys_disabled_by_runs(
         if Some(&run) == except {
             continue;
         }
-        let state = match replay_run(store, &run).await {
+        let state = match store.read(&run).await {
+            // Only a run that journaled a revoke can have left a key
+            // disabled. Most runs never do (random keys, issuers that only
+            // replace), and a text search skips them without decoding their
+            // records: a state directory keeps every run, so decoding them
+            // all would make each run slower than the one before.
+            Ok(journal)
+                if !journal
+                    .records
+                    .iter()
+                    .any(|raw| raw.json.contains(REVOKE_STEP)) =>
+            {
+                continue;
+            }
+            Ok(journal) => replay_read(&run, journal),
+            Err(err) => Err(err),
+        };
+        let state = match state {
             Ok(state) => state,
             Err(err) => {
                 tracing::warn!(run = %run, %err, "skipping an unreadable journal while looking for disabled keys");
@@ -188,5 +212,83 @@ impl Engine {
             }
         }
         Ok(reports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::journal::Journal;
+    use crate::engine::record::{Event, IssuerRecord, Step, run_started_for_test};
+    use crate::store::local::LocalStore;
+
+    /// Journals a run of `playbook` whose old key is `old`, with a done
+    /// revoke when `revoked`.
+    async fn journal_run(
+        store: &Arc<LocalStore>,
+        run: &str,
+        playbook: &str,
+        old: &str,
+        revoked: bool,
+    ) {
+        let run_id: RunId = run.parse().unwrap();
+        let journal = Journal::new(store.clone(), RunState::new(run_id.clone()));
+        journal
+            .create("", run_started_for_test(&run_id, playbook))
+            .await
+            .unwrap();
+        let issuer = IssuerRecord {
+            old_key_id: Some(old.into()),
+            ..IssuerRecord::default()
+        };
+        journal
+            .append(Event::Preflight {
+                issuer,
+                targets: Vec::new(),
+            })
+            .await
+            .unwrap();
+        if revoked {
+            journal
+                .append(Event::Done {
+                    step: Step::Revoke,
+                    summary: format!("disabled {old}"),
+                    detail: serde_json::Value::Null,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn revoke_step_text_matches_journal_records() {
+        let record = Record {
+            seq: 4,
+            at: "2026-12-04T00:00:00.000Z".into(),
+            event: Event::Intent {
+                step: Step::Revoke,
+                attempt: 1,
+            },
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(REVOKE_STEP), "{json}");
+    }
+
+    #[tokio::test]
+    async fn disabled_keys_need_a_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+        journal_run(&store, "20261204-120000-aaaaaa", "app", "OLD-1", true).await;
+        journal_run(&store, "20261204-120001-bbbbbb", "app", "OLD-2", false).await;
+        journal_run(&store, "20261204-120002-cccccc", "other", "OLD-3", true).await;
+        journal_run(&store, "20261204-120003-dddddd", "app", "OLD-4", true).await;
+
+        let except: RunId = "20261204-120003-dddddd".parse().unwrap();
+        let keys = keys_disabled_by_runs(store.as_ref(), "app", Some(&except))
+            .await
+            .unwrap();
+        assert_eq!(keys, ["OLD-1"]);
     }
 }

@@ -1,9 +1,9 @@
 //! The write-ahead journal of one live run.
 //!
 //! [`Journal::append`] assigns the next sequence number, writes the record
-//! through the [`Store`] (which makes it durable before returning), and only
-//! then applies it to the in-memory [`RunState`]. Callers append an intent
-//! before each side effect and an outcome after it.
+//! through the [`Store`], applies it to the in-memory [`RunState`] and
+//! returns once it is durable. Callers append an intent before each side
+//! effect and an outcome after it.
 //!
 //! For crash tests, `KEYWHEEL_CRASH_AT=before:N` or `after:N` makes the
 //! process kill itself with SIGKILL just before or just after record N is
@@ -89,20 +89,37 @@ impl Journal {
             .create_run(&self.run_id, playbook_text, &raw)
             .await?;
         self.audit(&state, &record).await;
-        Ok(self.after_write(&mut state, record))
+        self.crash_after(record.seq);
+        state.apply(&record);
+        Ok(record)
     }
 
-    /// Makes `event` durable, then applies it to the state.
+    /// Makes `event` durable and applies it to the state.
+    ///
+    /// The record is written and applied under the state lock, so records
+    /// keep their order, but the wait until it is durable happens outside
+    /// the lock, so that concurrent callers (the pushes of many targets)
+    /// share one sync. For that short time the state contains a record that
+    /// is not durable yet. Each caller acts only once its append returned,
+    /// and when a sync fails, every append waiting on it fails and the run
+    /// stops.
     pub async fn append(&self, event: Event) -> Result<Record, StoreError> {
-        let mut state = self.state.lock().await;
-        let (record, raw) = self.next_record(&state, event)?;
-        self.store.append(&self.run_id, &raw).await?;
-        self.audit(&state, &record).await;
-        Ok(self.after_write(&mut state, record))
+        let (record, position) = {
+            let mut state = self.state.lock().await;
+            let (record, raw) = self.next_record(&state, event)?;
+            let position = self.store.write(&self.run_id, &raw).await?;
+            self.audit(&state, &record).await;
+            state.apply(&record);
+            (record, position)
+        };
+        self.store.wait_durable(&self.run_id, position).await?;
+        self.crash_after(record.seq);
+        tracing::debug!(run = %self.run_id, seq = record.seq, event = record.event.name(), "journaled");
+        Ok(record)
     }
 
     /// Copies the record to the audit log. A failure there is logged and
-    /// does not stop the run: the journal is already durable.
+    /// does not stop the run: `resume` reads the journal, not this log.
     async fn audit(&self, state: &RunState, record: &Record) {
         let line = super::audit::line(state, record).to_string();
         if let Err(err) = self.store.append_audit(&self.run_id, &line).await {
@@ -137,15 +154,12 @@ impl Journal {
         Ok((record, raw))
     }
 
-    /// Applies a record that is now durable. An `after` crash point for it
-    /// kills the process here.
-    fn after_write(&self, state: &mut RunState, record: Record) -> Record {
-        if self.crash == Some(CrashPoint::After(record.seq)) {
-            crash_now(record.seq, "after");
+    /// Kills the process when record `seq`, now durable, is the `after`
+    /// crash point.
+    fn crash_after(&self, seq: u64) {
+        if self.crash == Some(CrashPoint::After(seq)) {
+            crash_now(seq, "after");
         }
-        tracing::debug!(run = %self.run_id, seq = record.seq, event = record.event.name(), "journaled");
-        state.apply(&record);
-        record
     }
 
     /// Returns a copy of the current state.
@@ -159,4 +173,51 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::record::{Step, run_started_for_test};
+    use crate::store::local::LocalStore;
+
+    #[tokio::test]
+    async fn concurrent_appends_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let run_id: RunId = "20261204-120000-abcdef".parse().unwrap();
+        let journal = Journal::new(store.clone(), RunState::new(run_id.clone()));
+        journal
+            .create("", run_started_for_test(&run_id, "demo"))
+            .await
+            .unwrap();
+
+        let appends = (0..50).map(|index| {
+            journal.append(Event::Intent {
+                step: Step::Push(format!("t{index}")),
+                attempt: 1,
+            })
+        });
+        for result in futures_util::future::join_all(appends).await {
+            result.unwrap();
+        }
+
+        let read = store.read(&run_id).await.unwrap();
+        let records: Vec<Record> = read
+            .records
+            .iter()
+            .map(|raw| serde_json::from_str(&raw.json).unwrap())
+            .collect();
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+        let replayed = RunState::replay(run_id, &records);
+        let state = journal.state().await;
+        assert_eq!(state.last_seq, 51);
+        assert_eq!(replayed.order, state.order);
+        assert!(
+            store.journal_syncs() < 50,
+            "{} syncs for 50 concurrent appends",
+            store.journal_syncs()
+        );
+    }
 }

@@ -1,10 +1,14 @@
 //! A run in progress: the forward steps.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
 use super::journal::Journal;
+use super::plan::PLAN_TARGETS_LISTED;
 use super::record::{
     Event, IssuerRecord, Mode, Outcome, Step, TargetRecord, key_purpose, target_purpose,
 };
@@ -14,9 +18,10 @@ use super::{Engine, EngineError};
 use crate::issuers::{CurrentFields, Issuer, IssuerCx, IssuerError, IssuerSnapshot, Revocation};
 use crate::key::Key;
 use crate::output::Confirmation;
+use crate::output::fanout::{FanOut, Phase};
 use crate::playbook::{PartialFailure, Playbook};
 use crate::secret::SecretBytes;
-use crate::targets::{Snapshot, Target, TargetCx};
+use crate::targets::{Snapshot, Target, TargetCx, TargetError};
 use crate::watch::WatchWindow;
 
 pub struct Live<'e> {
@@ -26,6 +31,8 @@ pub struct Live<'e> {
     pub(super) issuer: Box<dyn Issuer>,
     /// In playbook order.
     pub(super) targets: Vec<Arc<dyn Target>>,
+    /// The kind of each target, by target name, for progress and summaries.
+    kinds: HashMap<String, &'static str>,
     pub(super) tcx: TargetCx,
     pub(super) icx: IssuerCx,
     pub(super) watch: Option<Arc<crate::watch::Watcher>>,
@@ -73,7 +80,7 @@ impl<'e> Live<'e> {
         engine: &'e Engine,
         journal: Journal,
         playbook: Playbook,
-        (issuer, targets, watch): super::Built,
+        built: super::Built,
         disabled_by_earlier_runs: Vec<String>,
     ) -> Self {
         let run_id = journal.run_id().clone();
@@ -92,10 +99,26 @@ impl<'e> Live<'e> {
             engine,
             journal,
             playbook,
-            issuer,
-            targets,
-            watch,
+            issuer: built.issuer,
+            targets: built.targets,
+            kinds: built.kinds,
+            watch: built.watch,
         }
+    }
+
+    /// Returns the kind name of `target`, such as `vault`.
+    pub(super) fn kind_of(&self, target: &dyn Target) -> &'static str {
+        self.kinds.get(target.name()).copied().unwrap_or("target")
+    }
+
+    /// Runs one call of a target under the playbook's `target_timeout`
+    /// plus `extra`. Returns its result and how long it took.
+    pub(super) async fn bounded<T>(
+        &self,
+        extra: Duration,
+        call: impl Future<Output = Result<T, TargetError>>,
+    ) -> (Result<T, TargetError>, Duration) {
+        time_limited(self.playbook.policy.target_timeout + extra, call).await
     }
 
     pub async fn state(&self) -> RunState {
@@ -199,22 +222,41 @@ impl<'e> Live<'e> {
                 self.issuer.kind()
             ),
         );
-        let concurrency = self.playbook.policy.concurrency;
+        let fan = self.out().fan_out(
+            Phase::Preflight,
+            self.targets.iter().map(|t| self.kind_of(t.as_ref())),
+        );
         let results: Vec<_> = futures_util::stream::iter(self.targets.iter())
-            .map(|target| async move { (target, target.preflight(&self.tcx).await) })
-            .buffered(concurrency)
+            .map(|target| {
+                let fan = &fan;
+                async move {
+                    let kind = self.kind_of(target.as_ref());
+                    let (result, elapsed) = self
+                        .bounded(Duration::ZERO, target.preflight(&self.tcx))
+                        .await;
+                    match &result {
+                        Ok(snapshot) => fan.succeeded(
+                            kind,
+                            target.name(),
+                            elapsed,
+                            &format!("{}: {}", target.location(), snapshot.summary),
+                        ),
+                        Err(err) => fan.failed(kind, target.name(), elapsed, &err.to_string()),
+                    }
+                    (target, result)
+                }
+            })
+            .buffered(self.playbook.policy.concurrency)
             .collect()
             .await;
+        fan.finish();
 
         let mut problems = Vec::new();
         let mut snapshots = Vec::new();
         for (target, result) in results {
             match result {
                 Ok(snapshot) => snapshots.push((target, snapshot)),
-                Err(err) => {
-                    self.out().error(format!("{}: {err}", target.name()));
-                    problems.push(format!("{}: {err}", target.name()));
-                }
+                Err(err) => problems.push(format!("{}: {err}", target.name())),
             }
         }
         if !problems.is_empty() {
@@ -245,21 +287,16 @@ impl<'e> Live<'e> {
         let run_id = self.journal.run_id();
         let targets = snapshots
             .into_iter()
-            .map(|(target, snapshot)| {
-                self.out().status(
-                    "Checked",
-                    format!("{}: {}", target.location(), snapshot.summary),
-                );
-                TargetRecord {
-                    name: target.name().to_string(),
-                    location: target.location(),
-                    previous: self
-                        .engine
-                        .sealer
-                        .seal(&target_purpose(run_id, target.name()), &snapshot.previous),
-                    state: snapshot.state,
-                    summary: snapshot.summary,
-                }
+            .map(|(target, snapshot)| TargetRecord {
+                name: target.name().to_string(),
+                kind: self.kind_of(target.as_ref()).to_string(),
+                location: target.location(),
+                previous: self
+                    .engine
+                    .sealer
+                    .seal(&target_purpose(run_id, target.name()), &snapshot.previous),
+                state: snapshot.state,
+                summary: snapshot.summary,
             })
             .collect();
         self.record(Event::Preflight {
@@ -299,6 +336,11 @@ impl<'e> Live<'e> {
             &plan_targets,
             mode,
         );
+        let steps = if self.out().options().verbose || self.targets.len() <= PLAN_TARGETS_LISTED {
+            steps
+        } else {
+            super::plan::group_target_steps(steps, &self.kinds)
+        };
         self.out().status("Plan", "these steps, in order:");
         self.out()
             .plain(crate::output::render::plan_steps(&steps).trim_end());
@@ -597,15 +639,16 @@ impl<'e> Live<'e> {
     /// time. Returns the names of the targets that failed.
     async fn push_all(&self, key: &Key) -> Result<Vec<String>, EngineError> {
         let state = self.state().await;
-        let pending: Vec<&Arc<dyn Target>> = self
-            .targets
-            .iter()
-            .filter(|t| !state.is_done(&Step::Push(t.name().to_string())))
-            .collect();
+        let is_done = |t: &&Arc<dyn Target>| state.is_done(&Step::Push(t.name().to_string()));
+        let pending: Vec<&Arc<dyn Target>> = self.targets.iter().filter(|t| !is_done(t)).collect();
         if pending.is_empty() {
             return Ok(Vec::new());
         }
-        let bar = self.out().bar(pending.len() as u64, "Pushing");
+        let kinds = self.targets.iter().map(|t| self.kind_of(t.as_ref()));
+        let fan = self.out().fan_out(Phase::Push, kinds);
+        for target in self.targets.iter().filter(is_done) {
+            fan.skipped(self.kind_of(target.as_ref()));
+        }
         // Under the rollback policy a failed push will be undone anyway, so
         // no further push starts once one has failed; pushes in flight
         // finish. Under hold, every target is tried.
@@ -614,18 +657,16 @@ impl<'e> Live<'e> {
         let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
             .map(|target| {
                 let state = &state;
-                let bar = bar.as_ref();
+                let fan = &fan;
                 let failed = &failed;
                 async move {
                     if stop_on_failure && failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        fan.not_started(self.kind_of(target.as_ref()));
                         return Ok(None);
                     }
-                    let result = self.push_one(state, target.as_ref(), key, bar).await;
+                    let result = self.push_one(state, target.as_ref(), key, fan).await;
                     if matches!(result, Ok(Some(_))) {
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    if let Some(bar) = bar {
-                        bar.inc(1);
                     }
                     result
                 }
@@ -633,9 +674,7 @@ impl<'e> Live<'e> {
             .buffer_unordered(self.playbook.policy.concurrency)
             .collect()
             .await;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
+        fan.finish();
         let mut failures = Vec::new();
         for result in results {
             if let Some(name) = result? {
@@ -651,7 +690,7 @@ impl<'e> Live<'e> {
         state: &RunState,
         target: &dyn Target,
         key: &Key,
-        bar: Option<&indicatif::ProgressBar>,
+        fan: &FanOut<'_>,
     ) -> Result<Option<String>, EngineError> {
         let name = target.name().to_string();
         let step = Step::Push(name.clone());
@@ -662,10 +701,13 @@ impl<'e> Live<'e> {
             attempt,
         })
         .await?;
-        match target.push(&self.tcx, &snapshot, key).await {
+        let kind = self.kind_of(target);
+        let (result, elapsed) = self
+            .bounded(Duration::ZERO, target.push(&self.tcx, &snapshot, key))
+            .await;
+        match result {
             Ok(receipt) => {
-                self.out()
-                    .status_with(bar, "Pushed", format!("{name}: {}", receipt.summary));
+                fan.succeeded(kind, &name, elapsed, &receipt.summary);
                 self.record(Event::Done {
                     step,
                     summary: receipt.summary,
@@ -675,8 +717,7 @@ impl<'e> Live<'e> {
                 Ok(None)
             }
             Err(err) => {
-                self.out()
-                    .status_with(bar, "Failed", format!("{name}: {err}"));
+                fan.failed(kind, &name, elapsed, &err.to_string());
                 self.record(Event::Failed {
                     step,
                     class: err.class().into(),
@@ -893,10 +934,62 @@ impl<'e> Live<'e> {
     }
 }
 
+/// Runs `call`, stopping it after `limit` with [`TargetError::TimedOut`].
+/// Returns its result and how long it took.
+async fn time_limited<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, TargetError>>,
+) -> (Result<T, TargetError>, Duration) {
+    // tokio's clock, which tests can pause and advance.
+    let started = tokio::time::Instant::now();
+    // NOTE: the timeout can only stop a call where it awaits. The file and
+    // dotenv targets do blocking file I/O between awaits, so a hung file
+    // system holds their call, and the run, past the limit.
+    let result = match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(TargetError::TimedOut(limit)),
+    };
+    (result, started.elapsed())
+}
+
 fn corrupt(state: &RunState, reason: &str) -> EngineError {
     EngineError::Store(crate::store::StoreError::Corrupt {
         what: format!("journal of run {}", state.run_id),
         line: state.last_seq as usize,
         reason: reason.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn call_past_its_limit_times_out() {
+        let (result, elapsed) = time_limited(
+            Duration::from_secs(90),
+            std::future::pending::<Result<(), TargetError>>(),
+        )
+        .await;
+        let Err(err) = result else {
+            panic!("a call that never ends succeeded");
+        };
+        assert_eq!(err.class(), "timed_out");
+        assert!(
+            err.to_string().starts_with("timed out after 1m30s; "),
+            "{err}"
+        );
+        assert_eq!(elapsed, Duration::from_secs(90));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_within_its_limit_keeps_its_result() {
+        let call = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, TargetError>(7)
+        };
+        let (result, elapsed) = time_limited(Duration::from_secs(10), call).await;
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(elapsed, Duration::from_secs(5));
+    }
 }

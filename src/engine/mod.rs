@@ -60,6 +60,7 @@ pub mod watch_log;
 mod watch_tests;
 mod watching;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -593,7 +594,13 @@ enum Continuation {
 }
 
 /// A playbook's issuer, targets and watch, ready to call.
-type Built = (Box<dyn Issuer>, Vec<Arc<dyn Target>>, Option<Arc<Watcher>>);
+struct Built {
+    issuer: Box<dyn Issuer>,
+    targets: Vec<Arc<dyn Target>>,
+    /// The kind of each target (`vault`, `kubernetes`), by target name.
+    kinds: HashMap<String, &'static str>,
+    watch: Option<Arc<Watcher>>,
+}
 
 /// Builds the issuer, the target instances and the watch of a playbook,
 /// collecting every setup error (missing environment variables, unreadable CA files).
@@ -615,9 +622,16 @@ async fn build(playbook: &Playbook, selection: Selection<'_>) -> Result<Built, E
         errors.push(err);
     }
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    let mut kinds = HashMap::new();
+    let shared = crate::targets::shared::SharedClients::default();
     for spec in &playbook.targets {
-        match spec.build(&selection).await {
-            Ok(built) => targets.extend(built.into_iter().map(Arc::from)),
+        match spec.build(&selection, &shared).await {
+            Ok(built) => {
+                for target in built {
+                    kinds.insert(target.name().to_string(), spec.kind_name());
+                    targets.push(Arc::from(target));
+                }
+            }
             Err(err) => errors.push(err),
         }
     }
@@ -643,7 +657,12 @@ async fn build(playbook: &Playbook, selection: Selection<'_>) -> Result<Built, E
         None => None,
     };
     match issuer {
-        Some(issuer) if errors.is_empty() => Ok((issuer, targets, watch)),
+        Some(issuer) if errors.is_empty() => Ok(Built {
+            issuer,
+            targets,
+            kinds,
+            watch,
+        }),
         _ => Err(EngineError::Setup(errors)),
     }
 }
@@ -681,7 +700,7 @@ targets:
     }
 
     fn names(built: &Built) -> Vec<&str> {
-        built.1.iter().map(|target| target.name()).collect()
+        built.targets.iter().map(|target| target.name()).collect()
     }
 
     #[tokio::test]

@@ -24,7 +24,12 @@ pub async fn plan(
     disabled_keys: Vec<String>,
     mode: Mode,
 ) -> Result<Plan, EngineError> {
-    let (issuer, targets, watch) = build(playbook, Selection::Current).await?;
+    let super::Built {
+        issuer,
+        targets,
+        watch,
+        ..
+    } = build(playbook, Selection::Current).await?;
     let run_id = RunId::generate();
     let tcx = TargetCx {
         run_id: run_id.clone(),
@@ -42,7 +47,10 @@ pub async fn plan(
         .map(|target| {
             let tcx = &tcx;
             async move {
-                let result = target.preflight(tcx).await;
+                let limit = playbook.policy.target_timeout;
+                let result = tokio::time::timeout(limit, target.preflight(tcx))
+                    .await
+                    .unwrap_or(Err(crate::targets::TargetError::TimedOut(limit)));
                 (target, result)
             }
         })
@@ -275,5 +283,108 @@ fn step(name: &str, description: &str, point_of_no_return: bool) -> PlanStep {
         step: name.to_string(),
         description: description.to_string(),
         point_of_no_return,
+    }
+}
+
+/// Largest number of targets whose steps a run's plan lists one by one. A
+/// run over more targets shows each kind of per-target step as one line
+/// with counts by kind, unless the operator asks for every line with `-v`.
+pub(super) const PLAN_TARGETS_LISTED: usize = 10;
+
+/// Replaces each run of per-target steps (`push:NAME`, `restart:NAME`)
+/// with one step that counts the targets by kind. `kinds` maps target
+/// names to kinds.
+pub(super) fn group_target_steps(
+    steps: Vec<PlanStep>,
+    kinds: &std::collections::HashMap<String, &'static str>,
+) -> Vec<PlanStep> {
+    let mut grouped: Vec<PlanStep> = Vec::new();
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut current: Option<&'static str> = None;
+    for plan_step in steps {
+        let split = plan_step.step.split_once(':');
+        let family = match split {
+            Some(("push", _)) => Some("push"),
+            Some(("restart", _)) => Some("restart"),
+            _ => None,
+        };
+        if current.is_some() && family != current {
+            grouped.push(target_group(current.unwrap_or_default(), &counts));
+            counts.clear();
+        }
+        current = family;
+        let Some((_, name)) = split.filter(|_| family.is_some()) else {
+            grouped.push(plan_step);
+            continue;
+        };
+        let kind = kinds.get(name).copied().unwrap_or("target");
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((kind, 1)),
+        }
+    }
+    if let Some(family) = current {
+        grouped.push(target_group(family, &counts));
+    }
+    grouped
+}
+
+/// Builds the one step that stands for a run of per-target steps of
+/// `family`.
+fn target_group(family: &str, counts: &[(&str, usize)]) -> PlanStep {
+    let total: usize = counts.iter().map(|(_, count)| count).sum();
+    let by_kind = counts
+        .iter()
+        .map(|(kind, count)| format!("{count} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let description = match family {
+        "push" => format!(
+            "write {total} target(s) ({by_kind}), read each back and compare; `-v` lists them"
+        ),
+        _ => format!(
+            "restart the consumers of {total} target(s) ({by_kind}) and wait until each rollout is complete; `-v` lists them"
+        ),
+    };
+    step(family, &description, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(steps: &[PlanStep]) -> Vec<&str> {
+        steps.iter().map(|s| s.step.as_str()).collect()
+    }
+
+    #[test]
+    fn target_steps_are_grouped_by_kind() {
+        let mut steps = vec![step("preflight", "", false), step("generate", "", false)];
+        let mut kinds = std::collections::HashMap::new();
+        for index in 0..30 {
+            let name = format!("t{index}");
+            kinds.insert(name.clone(), if index < 20 { "vault" } else { "dotenv" });
+            steps.push(step(&format!("push:{name}"), "", false));
+        }
+        steps.push(step("restart:t3", "", false));
+        steps.push(step("revoke", "", false));
+
+        let grouped = group_target_steps(steps, &kinds);
+        assert_eq!(
+            names(&grouped),
+            ["preflight", "generate", "push", "restart", "revoke"]
+        );
+        assert!(
+            grouped[2]
+                .description
+                .starts_with("write 30 target(s) (20 vault, 10 dotenv), "),
+            "{}",
+            grouped[2].description
+        );
+        assert!(
+            grouped[3].description.contains(" 1 target(s) (1 vault) "),
+            "{}",
+            grouped[3].description
+        );
     }
 }

@@ -139,6 +139,10 @@ pub enum Outcome {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TargetRecord {
     pub name: String,
+    /// The target's kind, such as `vault`. Journals written before kinds
+    /// were recorded have none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     pub location: String,
     pub state: serde_json::Value,
     pub summary: String,
@@ -269,6 +273,23 @@ pub struct Record {
     pub at: String,
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// A `run_started` event of `playbook` with placeholder facts, for tests.
+#[cfg(test)]
+pub(crate) fn run_started_for_test(run_id: &RunId, playbook: &str) -> Event {
+    Event::RunStarted {
+        run_id: run_id.clone(),
+        playbook: playbook.into(),
+        playbook_path: "/p.yaml".into(),
+        playbook_sha256: "00".into(),
+        mode: Mode::Normal,
+        host: "h".into(),
+        user: "u".into(),
+        pid: 1,
+        keywheel_version: "0".into(),
+        seal_key_id: "k".into(),
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::record::{Outcome, Step};
+use super::record::{Outcome, Step, TargetRecord};
 use super::state::{Phase, RunState, StepStatus};
 
 /// Where a run stands.
@@ -51,6 +51,9 @@ pub struct StepReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetReport {
     pub name: String,
+    /// The target's kind, such as `vault`; empty for runs journaled before
+    /// kinds were recorded.
+    pub kind: String,
     pub location: String,
     /// `pending`, `pushing`, `pushed`, `push_failed`, `restoring`,
     /// `restored` or `restore_failed`: the latest step's outcome.
@@ -129,7 +132,7 @@ impl RunReport {
         let targets = state
             .targets
             .iter()
-            .map(|target| target_report(state, &target.name, &target.location))
+            .map(|target| target_report(state, target))
             .collect();
         let steps = state
             .order
@@ -188,7 +191,8 @@ fn step_report(step: &Step, status: &StepStatus) -> StepReport {
     }
 }
 
-fn target_report(state: &RunState, name: &str, location: &str) -> TargetReport {
+fn target_report(state: &RunState, target: &TargetRecord) -> TargetReport {
+    let name = target.name.as_str();
     let restore = state.status(&Step::Restore(name.to_string()));
     let push = state.status(&Step::Push(name.to_string()));
     let (push, push_detail) = match push {
@@ -205,7 +209,8 @@ fn target_report(state: &RunState, name: &str, location: &str) -> TargetReport {
     };
     TargetReport {
         name: name.to_string(),
-        location: location.to_string(),
+        kind: target.kind.clone(),
+        location: target.location.clone(),
         status,
         detail,
         push,

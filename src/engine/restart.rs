@@ -17,6 +17,7 @@ use super::EngineError;
 use super::live::Live;
 use super::record::{Event, Step};
 use super::state::RunState;
+use crate::output::fanout::{FanOut, Phase};
 use crate::targets::Target;
 
 impl Live<'_> {
@@ -36,19 +37,27 @@ impl Live<'_> {
         if pending.is_empty() {
             return Ok(true);
         }
+        let fan = self.out().fan_out(
+            Phase::Restart,
+            pending.iter().map(|t| self.kind_of(t.as_ref())),
+        );
         let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
             .map(|target| {
                 let state = &state;
+                let fan = &fan;
                 let name = target.name().to_string();
                 let step = Step::Restart(name.clone());
                 async move {
-                    let failure = self.restart_one(state, target.as_ref(), step).await?;
+                    let failure = self
+                        .restart_one(state, target.as_ref(), step, Some(fan))
+                        .await?;
                     Ok(failure.map(|error| format!("{name}: {error}")))
                 }
             })
             .buffer_unordered(self.playbook.policy.concurrency)
             .collect()
             .await;
+        fan.finish();
         let mut failures = Vec::new();
         for result in results {
             if let Some(failure) = result? {
@@ -63,13 +72,15 @@ impl Live<'_> {
         Ok(false)
     }
 
-    /// Runs one restart step, forward or undo, journaling it. Returns the
+    /// Runs one restart step, forward or undo, journaling it, and reports
+    /// it to `fan`, or without one in status lines of its own. Returns the
     /// error message when it failed.
     pub(super) async fn restart_one(
         &self,
         state: &RunState,
         target: &dyn Target,
         step: Step,
+        fan: Option<&FanOut<'_>>,
     ) -> Result<Option<String>, EngineError> {
         let name = target.name().to_string();
         let attempt = state.status(&step).map_or(0, |s| s.attempt()) + 1;
@@ -78,15 +89,25 @@ impl Live<'_> {
             attempt,
         })
         .await?;
-        self.out().status(
-            "Restarting",
-            format!("{name}: {}", target.restarts().join(", ")),
-        );
+        if fan.is_none() {
+            self.out().status(
+                "Restarting",
+                format!("{name}: {}", target.restarts().join(", ")),
+            );
+        }
         let marker = format!("{}/{step}", self.journal.run_id());
-        match target.restart(&self.tcx, &marker).await {
+        let kind = self.kind_of(target);
+        let (result, elapsed) = self
+            .bounded(target.restart_wait(), target.restart(&self.tcx, &marker))
+            .await;
+        match result {
             Ok(receipt) => {
-                self.out()
-                    .status("Restarted", format!("{name}: {}", receipt.summary));
+                match fan {
+                    Some(fan) => fan.succeeded(kind, &name, elapsed, &receipt.summary),
+                    None => self
+                        .out()
+                        .status("Restarted", format!("{name}: {}", receipt.summary)),
+                }
                 self.record(Event::Done {
                     step,
                     summary: receipt.summary,
@@ -96,7 +117,10 @@ impl Live<'_> {
                 Ok(None)
             }
             Err(err) => {
-                self.out().status("Failed", format!("{name}: {err}"));
+                match fan {
+                    Some(fan) => fan.failed(kind, &name, elapsed, &err.to_string()),
+                    None => self.out().status("Failed", format!("{name}: {err}")),
+                }
                 self.record(Event::Failed {
                     step,
                     class: err.class().into(),

@@ -14,6 +14,7 @@
 //! retries it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 
@@ -23,6 +24,7 @@ use super::record::{Event, Outcome, Step};
 use super::state::RunState;
 use crate::issuers::Revocation;
 use crate::key::Key;
+use crate::output::fanout::{FanOut, Phase};
 use crate::targets::{Receipt, Target};
 
 impl Live<'_> {
@@ -187,14 +189,21 @@ impl Live<'_> {
             .iter()
             .filter(|t| needs_restore(&state, t.name()) || needs_restart_again(&state, t.name()))
             .collect();
+        let restores = pending
+            .iter()
+            .filter(|t| needs_restore(&state, t.name()))
+            .map(|t| self.kind_of(t.as_ref()));
+        let fan = self.out().fan_out(Phase::Restore, restores);
         let results: Vec<Result<Option<String>, EngineError>> = futures_util::stream::iter(pending)
             .map(|target| {
                 let state = &state;
-                async move { self.undo_target(state, target.as_ref(), key).await }
+                let fan = &fan;
+                async move { self.undo_target(state, target.as_ref(), key, fan).await }
             })
             .buffer_unordered(self.playbook.policy.concurrency)
             .collect()
             .await;
+        fan.finish();
         let mut attention = Vec::new();
         for result in results {
             if let Some(item) = result? {
@@ -211,10 +220,11 @@ impl Live<'_> {
         state: &RunState,
         target: &dyn Target,
         key: &Key,
+        fan: &FanOut<'_>,
     ) -> Result<Option<String>, EngineError> {
         let name = target.name();
         if needs_restore(state, name)
-            && let Some(item) = self.restore_one(state, target, key).await?
+            && let Some(item) = self.restore_one(state, target, key, fan).await?
         {
             return Ok(Some(item));
         }
@@ -222,7 +232,7 @@ impl Live<'_> {
             return Ok(None);
         }
         let step = Step::RestartAfterRestore(name.to_string());
-        let failure = self.restart_one(state, target, step).await?;
+        let failure = self.restart_one(state, target, step, None).await?;
         Ok(failure.map(|error| {
             format!(
                 "target {name} holds its previous value again, but restarting its consumers failed: {error}; fix the rollout, then run `keywheel rollback {}` again",
@@ -236,6 +246,7 @@ impl Live<'_> {
         state: &RunState,
         target: &dyn Target,
         key: &Key,
+        fan: &FanOut<'_>,
     ) -> Result<Option<String>, EngineError> {
         let name = target.name().to_string();
         let step = Step::Restore(name.clone());
@@ -246,11 +257,13 @@ impl Live<'_> {
             attempt,
         })
         .await?;
-        match target.restore(&self.tcx, &snapshot, key).await {
+        let kind = self.kind_of(target);
+        let (result, elapsed) = self
+            .bounded(Duration::ZERO, target.restore(&self.tcx, &snapshot, key))
+            .await;
+        match result {
             Ok(receipt) => {
-                self.engine
-                    .out
-                    .status("Restored", format!("{name}: {}", receipt.summary));
+                fan.succeeded(kind, &name, elapsed, &receipt.summary);
                 self.record(Event::Done {
                     step,
                     summary: receipt.summary,
@@ -260,6 +273,7 @@ impl Live<'_> {
                 Ok(None)
             }
             Err(err) => {
+                fan.failed(kind, &name, elapsed, &err.to_string());
                 self.record(Event::Failed {
                     step,
                     class: err.class().into(),

@@ -152,12 +152,17 @@ impl Setup {
             old_disabled: self.old_disabled.clone(),
         });
         let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+        let mut kinds = std::collections::HashMap::new();
+        let shared = crate::targets::shared::SharedClients::default();
         for spec in &self.playbook.targets {
             let built = spec
-                .build(&crate::targets::Selection::Current)
+                .build(&crate::targets::Selection::Current, &shared)
                 .await
                 .unwrap();
-            targets.extend(built.into_iter().map(Arc::from));
+            for target in built {
+                kinds.insert(target.name().to_string(), spec.kind_name());
+                targets.push(Arc::from(target));
+            }
         }
         let probe = Box::new(OldKeyProbe {
             old_disabled: self.old_disabled.clone(),
@@ -170,7 +175,12 @@ impl Setup {
                 &self.playbook,
                 &run_id,
                 Mode::Normal,
-                (issuer, targets, Some(watcher)),
+                super::Built {
+                    issuer,
+                    targets,
+                    kinds,
+                    watch: Some(watcher),
+                },
             )
             .await
             .unwrap()

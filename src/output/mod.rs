@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub mod fanout;
 pub mod render;
 pub mod watch;
 
@@ -22,6 +23,9 @@ pub struct OutputOptions {
     pub yes: bool,
     /// Fail instead of asking a question.
     pub no_input: bool,
+    /// Print a status line for every target of a step, not only the
+    /// step's summary.
+    pub verbose: bool,
 }
 
 #[derive(Debug)]
@@ -63,6 +67,7 @@ impl Output {
                 quiet: true,
                 yes: false,
                 no_input: true,
+                verbose: false,
             },
             muted: true,
             color: false,
@@ -101,6 +106,7 @@ impl Output {
     /// Prints a plain line to stderr (tables, plans).
     pub fn plain(&self, text: impl Display) {
         if !self.options.quiet {
+            crate::timings::note_output();
             let _ = writeln!(io::stderr().lock(), "{text}");
         }
     }
@@ -109,6 +115,7 @@ impl Output {
         if self.muted {
             return;
         }
+        crate::timings::note_output();
         let mut err = io::stderr().lock();
         let _ = if self.color {
             writeln!(err, "\x1b[1;{color}m{verb:>12}\x1b[0m {message}")
@@ -142,7 +149,7 @@ impl Output {
 
     /// A spinner with a message, shown only on a terminal.
     pub fn spinner(&self, message: impl Into<String>) -> Option<ProgressBar> {
-        if self.options.quiet || !self.stderr_tty {
+        if !self.shows_progress() {
             return None;
         }
         let bar = ProgressBar::new_spinner();
@@ -155,26 +162,8 @@ impl Output {
         Some(bar)
     }
 
-    /// A bar counting `total` items, shown only on a terminal.
-    pub fn bar(&self, total: u64, message: impl Into<String>) -> Option<ProgressBar> {
-        if self.options.quiet || !self.stderr_tty {
-            return None;
-        }
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_message(message.into());
-        Some(bar)
-    }
-
-    /// Prints a status line without tearing an active progress bar.
-    pub fn status_with(&self, bar: Option<&ProgressBar>, verb: &str, message: impl Display) {
-        match bar {
-            Some(bar) => bar.suspend(|| self.status(verb, message)),
-            None => self.status(verb, message),
-        }
+    /// Whether progress bars and spinners are drawn.
+    fn shows_progress(&self) -> bool {
+        !self.options.quiet && self.stderr_tty
     }
 }

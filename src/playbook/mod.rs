@@ -70,6 +70,10 @@ pub struct Policy {
     pub on_partial_failure: PartialFailure,
     /// Maximum number of targets pushed at the same time.
     pub concurrency: usize,
+    /// Time limit of each target's preflight, push, restore or restart
+    /// call, retries included. A restart also gets the time the target
+    /// itself waits for its consumers.
+    pub target_timeout: std::time::Duration,
 }
 
 /// Settings of `run --emergency`, for a leaked key.
@@ -88,11 +92,18 @@ const MAX_CONCURRENCY: usize = 1024;
 const PARTIAL_FAILURE_CHOICES: &[&str] = &["rollback", "hold"];
 const EMERGENCY_REVOKE_CHOICES: &[&str] = &["after_push", "before_push"];
 
+/// Default time limit of one target call. It is well above what a slow
+/// server that answers needs: each request has its own timeout (30s by
+/// default) and retries stop after a minute of waiting, so a call still
+/// running after this long is taken as hung.
+pub const DEFAULT_TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
             on_partial_failure: PartialFailure::Rollback,
             concurrency: DEFAULT_CONCURRENCY,
+            target_timeout: DEFAULT_TARGET_TIMEOUT,
         }
     }
 }
@@ -388,13 +399,28 @@ fn decode_policy(node: &yaml::Node, path: &FieldPath, cx: &mut Cx) -> Policy {
             }
         }
     }
+    if let Some(value) = reader.value("target_timeout") {
+        let value_path = reader.path_of("target_timeout");
+        if let Some(timeout) = std::time::Duration::decode(value, &value_path, cx) {
+            if timeout.is_zero() {
+                cx.error_hint(
+                    value,
+                    &value_path,
+                    "target_timeout must be longer than 0s",
+                    "give the time one target call may take, for example 2m",
+                );
+            } else {
+                policy.target_timeout = timeout;
+            }
+        }
+    }
     reader.finish(cx);
     policy
 }
 
 /// Returns the schema of `policy:`.
 fn policy_schema() -> serde_json::Value {
-    use schema::{choice, integer, object};
+    use schema::{choice, duration, integer, object};
     let mut concurrency = integer(
         "Targets pushed at the same time.",
         1,
@@ -414,6 +440,14 @@ fn policy_schema() -> serde_json::Value {
                 ),
             ),
             ("concurrency", concurrency),
+            (
+                "target_timeout",
+                duration(
+                    "Time limit of each target's preflight, push, restore or restart call, \
+                     retries included. A Kubernetes restart also gets its rollout_timeout.",
+                    Some(DEFAULT_TARGET_TIMEOUT),
+                ),
+            ),
         ],
         &[],
     )

@@ -16,9 +16,11 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -34,12 +36,33 @@ pub struct LocalStore {
     root: PathBuf,
     /// Open journals: file, byte length and last sequence number.
     writers: Mutex<HashMap<RunId, Writer>>,
+    /// Journal syncs made, for tests of the group commit.
+    syncs: AtomicU64,
 }
 
 struct Writer {
-    file: File,
+    file: Arc<File>,
+    /// Bytes written, durable or not.
     len: u64,
     last_seq: u64,
+    sync: Arc<GroupSync>,
+}
+
+/// The group commit of one journal.
+struct GroupSync {
+    /// Bytes known to be durable. Callers that wait for a sync queue on
+    /// this lock, and only one of them syncs at a time.
+    durable: tokio::sync::Mutex<u64>,
+    /// Set when a sync failed.
+    failed: AtomicBool,
+}
+
+fn sync_failed(path: &Path) -> StoreError {
+    StoreError::Io {
+        action: "cannot append to",
+        path: path.display().to_string(),
+        source: io::Error::other("an earlier sync of the journal failed"),
+    }
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -64,7 +87,21 @@ impl LocalStore {
         Ok(Self {
             root: root.to_path_buf(),
             writers: Mutex::new(HashMap::new()),
+            syncs: AtomicU64::new(0),
         })
+    }
+
+    /// Returns the open journal of `run`: its file, group commit and written
+    /// length.
+    fn writer_parts(&self, run: &RunId) -> Option<(Arc<File>, Arc<GroupSync>, u64)> {
+        let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = writers.get(run)?;
+        Some((writer.file.clone(), writer.sync.clone(), writer.len))
+    }
+
+    /// Number of journal syncs made so far.
+    pub fn journal_syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     pub fn root(&self) -> &Path {
@@ -101,10 +138,18 @@ impl LocalStore {
                 .map_err(io_error("cannot truncate", &path))?;
             file.sync_all().map_err(io_error("cannot sync", &path))?;
         }
+        // A process killed between its write and its sync leaves records
+        // that may only be in the page cache, so the first sync here
+        // covers the whole file.
+        let sync = GroupSync {
+            durable: tokio::sync::Mutex::new(0),
+            failed: AtomicBool::new(false),
+        };
         Ok(Writer {
-            file,
+            file: Arc::new(file),
             len: decoded.valid_len,
             last_seq: decoded.records.last().map_or(0, |r| r.seq),
+            sync: Arc::new(sync),
         })
     }
 
@@ -230,7 +275,7 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    async fn append(&self, run: &RunId, record: &RawRecord) -> Result<(), StoreError> {
+    async fn write(&self, run: &RunId, record: &RawRecord) -> Result<u64, StoreError> {
         let path = self.run_dir(run).join(JOURNAL);
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
         if !writers.contains_key(run) {
@@ -240,6 +285,10 @@ impl Store for LocalStore {
         let Some(writer) = writers.get_mut(run) else {
             return Err(StoreError::RunNotFound(run.clone()));
         };
+        if writer.sync.failed.load(Ordering::SeqCst) {
+            return Err(sync_failed(&path));
+        }
+
         // Another process appending to the same journal shows up as a
         // length this writer did not produce.
         let on_disk = writer
@@ -256,13 +305,9 @@ impl Store for LocalStore {
                 found: found + 1,
             });
         }
+
         let bytes = codec::encode(record);
-        let result = (|| {
-            writer.file.seek(SeekFrom::Start(writer.len))?;
-            writer.file.write_all(&bytes)?;
-            writer.file.sync_data()
-        })();
-        if let Err(err) = result {
+        if let Err(err) = writer.file.write_all_at(&bytes, writer.len) {
             // Cut off whatever part of the record reached the disk, so the
             // next append starts on a record boundary.
             let _ = writer.file.set_len(writer.len);
@@ -271,7 +316,46 @@ impl Store for LocalStore {
         }
         writer.len += bytes.len() as u64;
         writer.last_seq = record.seq;
-        Ok(())
+        Ok(writer.len)
+    }
+
+    async fn wait_durable(&self, run: &RunId, position: u64) -> Result<(), StoreError> {
+        let path = self.run_dir(run).join(JOURNAL);
+        let Some((file, sync, _)) = self.writer_parts(run) else {
+            return Err(StoreError::RunNotFound(run.clone()));
+        };
+        // Callers queue here while a sync runs. When a caller's turn comes,
+        // that sync may already have covered its record.
+        let mut durable = sync.durable.lock().await;
+        if sync.failed.load(Ordering::SeqCst) {
+            return Err(sync_failed(&path));
+        }
+        if *durable >= position {
+            return Ok(());
+        }
+
+        // The sync covers everything written before it starts.
+        let written = self.writer_parts(run).map_or(position, |(_, _, len)| len);
+        // On a worker thread, so that the calls of other targets go on
+        // while the disk syncs.
+        let synced = tokio::task::spawn_blocking(move || {
+            crate::timings::JOURNAL_SYNCS.time(|| file.sync_data())
+        })
+        .await
+        .unwrap_or_else(|err| Err(io::Error::other(err)));
+        match synced {
+            Ok(()) => {
+                *durable = written.max(position);
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                // What reached the disk is unknown now, so nothing more is
+                // written through this store.
+                sync.failed.store(true, Ordering::SeqCst);
+                Err(io_error("cannot sync", &path)(err))
+            }
+        }
     }
 
     async fn read(&self, run: &RunId) -> Result<JournalRead, StoreError> {
@@ -557,6 +641,67 @@ mod tests {
             text,
             "{\"event\":\"one\"}\n{\"event\":\"tw\n{\"event\":\"three\"}\n"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_waits_share_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let first = RawRecord {
+            seq: 1,
+            json: "{\"seq\":1}".into(),
+        };
+        store.create_run(&run_id(), "", &first).await.unwrap();
+        let mut positions = Vec::new();
+        for seq in 2..=21 {
+            let record = RawRecord {
+                seq,
+                json: format!("{{\"seq\":{seq}}}"),
+            };
+            positions.push(store.write(&run_id(), &record).await.unwrap());
+        }
+        assert!(positions.is_sorted(), "{positions:?}");
+
+        let run = run_id();
+        let waits = positions
+            .iter()
+            .map(|position| store.wait_durable(&run, *position));
+        for result in futures_util::future::join_all(waits).await {
+            result.unwrap();
+        }
+        assert_eq!(store.journal_syncs(), 1, "one sync covers all 20 records");
+        store.wait_durable(&run_id(), positions[5]).await.unwrap();
+        assert_eq!(store.journal_syncs(), 1, "a durable record needs no sync");
+
+        let read = store.read(&run_id()).await.unwrap();
+        let seqs: Vec<u64> = read.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn reopened_journal_is_synced_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RawRecord {
+            seq: 1,
+            json: "{\"seq\":1}".into(),
+        };
+        let second = RawRecord {
+            seq: 2,
+            json: "{\"seq\":2}".into(),
+        };
+        let written = LocalStore::open(dir.path()).unwrap();
+        written.create_run(&run_id(), "", &first).await.unwrap();
+        // A process killed here leaves record 2 written but not synced.
+        let position = written.write(&run_id(), &second).await.unwrap();
+
+        let reopened = LocalStore::open(dir.path()).unwrap();
+        let third = RawRecord {
+            seq: 3,
+            json: "{\"seq\":3}".into(),
+        };
+        reopened.write(&run_id(), &third).await.unwrap();
+        reopened.wait_durable(&run_id(), position).await.unwrap();
+        assert_eq!(reopened.journal_syncs(), 1, "record 2 is synced");
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 //! hosts run keywheel:
 //!
 //! - [`Store::append`] adds a record only if its sequence number follows the
-//!   run's last one, and returns only once the record is durable.
+//!   run's last one, and returns only once the record is durable. The same
+//!   append can be split in two, [`Store::write`] and
+//!   [`Store::wait_durable`], so that records written by concurrent callers
+//!   share one sync (group commit).
 //! - A lock is a lease: it names its holder (run, host, process) and an
 //!   expiry that the holder renews while the run lives.
 //!
@@ -132,7 +135,21 @@ pub trait Store: Send + Sync {
 
     /// Appends a record whose sequence number must follow the last one, and
     /// returns once it is durable.
-    async fn append(&self, run: &RunId, record: &RawRecord) -> Result<(), StoreError>;
+    async fn append(&self, run: &RunId, record: &RawRecord) -> Result<(), StoreError> {
+        let position = self.write(run, record).await?;
+        self.wait_durable(run, position).await
+    }
+
+    /// Appends a record whose sequence number must follow the last one,
+    /// without waiting until it is durable. Returns its position, for
+    /// [`Store::wait_durable`]. Records are written in the order of the
+    /// calls.
+    async fn write(&self, run: &RunId, record: &RawRecord) -> Result<u64, StoreError>;
+
+    /// Returns once every record of `run` up to `position` is durable. One
+    /// sync covers every record written before it starts, so concurrent
+    /// callers share syncs. After a failed sync, every later call fails.
+    async fn wait_durable(&self, run: &RunId, position: u64) -> Result<(), StoreError>;
 
     /// Reads a run's journal.
     async fn read(&self, run: &RunId) -> Result<JournalRead, StoreError>;

@@ -45,6 +45,7 @@ pub mod file;
 mod json_span;
 pub mod kubernetes;
 mod local;
+pub mod shared;
 pub mod vault;
 
 use async_trait::async_trait;
@@ -153,10 +154,12 @@ impl TargetSpec {
     /// Builds the target's instances, reading the environment variables it
     /// names. Only a `kubernetes` entry with a namespace selector makes a
     /// call here, to list the namespaces, and only for
-    /// [`Selection::Current`].
+    /// [`Selection::Current`]. Targets built with the same `shared` share
+    /// their clients where their settings are equal.
     pub async fn build(
         &self,
         selection: &Selection<'_>,
+        shared: &shared::SharedClients,
     ) -> Result<Vec<Box<dyn Target>>, SetupError> {
         let setup = |(field, message): (&str, String)| SetupError {
             field: format!("{}.{field}", self.path),
@@ -168,11 +171,12 @@ impl TargetSpec {
                 Box::new(dotenv::DotenvTarget::new(&self.name, spec.clone()))
             }
             TargetKind::Vault(spec) => {
-                Box::new(vault::VaultTarget::new(&self.name, spec.clone()).map_err(setup)?)
+                Box::new(vault::VaultTarget::new(&self.name, spec.clone(), shared).map_err(setup)?)
             }
-            TargetKind::AwsSecret(spec) => {
-                Box::new(aws_secret::AwsSecretTarget::new(&self.name, spec.clone()).map_err(setup)?)
-            }
+            TargetKind::AwsSecret(spec) => Box::new(
+                aws_secret::AwsSecretTarget::new(&self.name, spec.clone(), shared)
+                    .map_err(setup)?,
+            ),
             TargetKind::Kubernetes(spec) => {
                 let targets = kubernetes::build(&self.name, spec, selection)
                     .await
@@ -306,6 +310,13 @@ pub enum TargetError {
     /// A quota of the server is reached; repeating cannot help.
     #[error("{0}")]
     LimitReached(String),
+    /// The engine stopped the call at the playbook's `target_timeout`.
+    /// Whether its writes took effect is unknown.
+    #[error(
+        "timed out after {}; the call was stopped, so whether it wrote anything is unknown",
+        crate::playbook::decode::format_duration(*.0)
+    )]
+    TimedOut(std::time::Duration),
 }
 
 impl TargetError {
@@ -320,6 +331,7 @@ impl TargetError {
             Self::RolloutFailed(_) => "rollout_failed",
             Self::InvalidResponse(_) => "invalid_response",
             Self::LimitReached(_) => "limit_reached",
+            Self::TimedOut(_) => "timed_out",
         }
     }
 }
@@ -366,6 +378,13 @@ pub trait Target: Send + Sync {
     /// restarts nothing, and the engine then never calls `restart`.
     fn restarts(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Returns how long `restart` may wait for its consumers beyond the
+    /// time its calls take (a rollout's deadline). The engine adds it to the
+    /// playbook's `target_timeout` when it bounds a restart.
+    fn restart_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
     /// Restarts the consumers so that they load the values stored now, and

@@ -11,6 +11,7 @@ mod broken_state;
 mod command_issuer;
 mod crash;
 mod emergency;
+mod fanout;
 mod faults;
 mod http_crash;
 mod http_issuer;

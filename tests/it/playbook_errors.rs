@@ -165,6 +165,22 @@ fn cases() -> Vec<Case> {
             message: "invalid name \"my playbook\"",
             hint: "use 1 to 64 letters",
         },
+        Case {
+            name: "zero target timeout",
+            text: with_target("") + "policy:\n  target_timeout: 0s\n",
+            line: 10,
+            field: "policy.target_timeout",
+            message: "target_timeout must be longer than 0s",
+            hint: "give the time one target call may take",
+        },
+        Case {
+            name: "target timeout without unit",
+            text: with_target("") + "policy:\n  target_timeout: 30\n",
+            line: 10,
+            field: "policy.target_timeout",
+            message: "duration \"30\" has no unit",
+            hint: "write a number with a unit",
+        },
     ]
 }
 

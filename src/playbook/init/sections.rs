@@ -570,6 +570,10 @@ fn policy(w: &mut Writer) {
                 "  concurrency: 16",
                 "targets pushed at the same time (default)",
             ),
+            (
+                "  target_timeout: 5m",
+                "time limit of one target's call (default)",
+            ),
         ],
     );
 }

@@ -5,7 +5,9 @@
 //! <https://docs.aws.amazon.com/secretsmanager/latest/apireference/>.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use aws_config::SdkConfig;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::primitives::{Blob, DateTimeFormat};
 use tokio::sync::OnceCell;
@@ -81,14 +83,18 @@ pub enum Select<'a> {
 
 pub struct SecretsClient {
     settings: AwsSettings,
+    /// The SDK configuration, shared with the other targets of the run
+    /// that have the same settings.
+    config: Arc<OnceCell<SdkConfig>>,
     secret_id: String,
     client: OnceCell<Client>,
 }
 
 impl SecretsClient {
-    pub fn new(settings: AwsSettings, secret_id: String) -> Self {
+    pub fn new(settings: AwsSettings, config: Arc<OnceCell<SdkConfig>>, secret_id: String) -> Self {
         Self {
             settings,
+            config,
             secret_id,
             client: OnceCell::new(),
         }
@@ -103,8 +109,8 @@ impl SecretsClient {
     async fn client(&self) -> Result<&Client, AwsError> {
         self.client
             .get_or_try_init(|| async {
-                let config = self.settings.load().await?;
-                Ok(Client::new(&config))
+                let config = self.config.get_or_try_init(|| self.settings.load()).await?;
+                Ok(Client::new(config))
             })
             .await
     }

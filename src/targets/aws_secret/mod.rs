@@ -236,11 +236,16 @@ pub struct AwsSecretTarget {
 impl AwsSecretTarget {
     /// Builds the target, reading the environment variable that
     /// `endpoint_url_env` names. Errors name the spec field concerned.
-    pub fn new(name: &str, spec: AwsSecretSpec) -> Result<Self, (&'static str, String)> {
+    pub fn new(
+        name: &str,
+        spec: AwsSecretSpec,
+        shared: &crate::targets::shared::SharedClients,
+    ) -> Result<Self, (&'static str, String)> {
         let settings = spec.aws.resolve()?;
+        let config = shared.aws_config(&settings);
         Ok(Self {
             name: name.to_string(),
-            client: SecretsClient::new(settings, spec.secret_id.clone()),
+            client: SecretsClient::new(settings, config, spec.secret_id.clone()),
             spec,
         })
     }

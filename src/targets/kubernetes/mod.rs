@@ -234,6 +234,10 @@ impl Target for KubernetesTarget {
             .collect()
     }
 
+    fn restart_wait(&self) -> std::time::Duration {
+        self.spec.rollout_timeout
+    }
+
     async fn preflight(&self, cx: &TargetCx) -> Result<Snapshot, TargetError> {
         let found = self.read_secret(cx).await?;
         let restarts = self.check_restarts(cx).await?;

@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::retry::{self, Failure, RetryPolicy};
 use crate::secret::SecretBytes;
+use crate::targets::shared::SharedClients;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,26 +136,36 @@ pub struct KvClient {
     retry: RetryPolicy,
 }
 
+/// Builds the HTTP client of Vault targets: no redirects, and the CA
+/// certificate, when given, trusted next to the system's roots.
+fn http_client(ca_cert: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = ca_cert {
+        let certificate = reqwest::Certificate::from_pem(pem)
+            .map_err(|err| format!("invalid CA certificate: {err}"))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build()
+        .map_err(|err| format!("cannot build HTTP client: {err}"))
+}
+
 impl KvClient {
+    /// Makes a client of the server at `address`, whose HTTP client is
+    /// shared with the other targets in `shared` that have the same CA
+    /// certificate and timeout.
     pub fn new(
         address: Url,
         token: SecretBytes,
         namespace: Option<String>,
         ca_cert: Option<&[u8]>,
         timeout: Duration,
+        shared: &SharedClients,
     ) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(pem) = ca_cert {
-            let certificate = reqwest::Certificate::from_pem(pem)
-                .map_err(|err| format!("invalid CA certificate: {err}"))?;
-            builder = builder.add_root_certificate(certificate);
-        }
-        let http = builder
-            .build()
-            .map_err(|err| format!("cannot build HTTP client: {err}"))?;
+        let http = shared.http(ca_cert, timeout, || http_client(ca_cert, timeout))?;
         Ok(Self {
             http,
             address,

@@ -208,7 +208,11 @@ pub struct VaultTarget {
 impl VaultTarget {
     /// Builds the target from its spec and the environment. Errors name the
     /// spec field concerned.
-    pub fn new(name: &str, spec: VaultSpec) -> Result<Self, (&'static str, String)> {
+    pub fn new(
+        name: &str,
+        spec: VaultSpec,
+        shared: &crate::targets::shared::SharedClients,
+    ) -> Result<Self, (&'static str, String)> {
         let address_text = std::env::var(&spec.address_env).map_err(|_| {
             ("address_env", format!(
                 "environment variable {} is not set; export the Vault address in it (for example http://127.0.0.1:8200) or name another variable in address_env",
@@ -252,8 +256,15 @@ impl VaultTarget {
             })?),
             None => None,
         };
-        let client = KvClient::new(address, token, namespace, ca_pem.as_deref(), spec.timeout)
-            .map_err(|message| ("ca_cert", message))?;
+        let client = KvClient::new(
+            address,
+            token,
+            namespace,
+            ca_pem.as_deref(),
+            spec.timeout,
+            shared,
+        )
+        .map_err(|message| ("ca_cert", message))?;
         let mount = split_path(&spec.mount).map_err(|m| ("mount", m))?;
         let path = split_path(&spec.path).map_err(|m| ("path", m))?;
         Ok(Self {
