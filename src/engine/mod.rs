@@ -206,9 +206,11 @@ impl EngineError {
             Self::Locked { .. } | Self::Unfinished { .. } => ExitStatus::Locked,
             Self::Store(StoreError::Locked { .. }) => ExitStatus::Locked,
             Self::Journal { .. } => ExitStatus::Attention,
-            Self::Store(StoreError::Corrupt { .. } | StoreError::MissingFile { .. }) => {
-                ExitStatus::Attention
-            }
+            Self::Store(
+                StoreError::Corrupt { .. }
+                | StoreError::MissingFile { .. }
+                | StoreError::JournalDeleted { .. },
+            ) => ExitStatus::Attention,
             Self::Seal(_) | Self::Store(_) => ExitStatus::Failed,
         }
     }

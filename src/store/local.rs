@@ -291,11 +291,19 @@ impl Store for LocalStore {
 
         // Another process appending to the same journal shows up as a
         // length this writer did not produce.
-        let on_disk = writer
+        let metadata = writer
             .file
             .metadata()
-            .map_err(io_error("cannot stat", &path))?
-            .len();
+            .map_err(io_error("cannot stat", &path))?;
+        // Records written to a deleted file would be lost with it.
+        if std::os::unix::fs::MetadataExt::nlink(&metadata) == 0 {
+            writers.remove(run);
+            return Err(StoreError::JournalDeleted {
+                run: run.clone(),
+                path: path.display().to_string(),
+            });
+        }
+        let on_disk = metadata.len();
         if on_disk != writer.len || record.seq != writer.last_seq + 1 {
             let found = writer.last_seq;
             writers.remove(run);
@@ -702,6 +710,23 @@ mod tests {
         reopened.write(&run_id(), &third).await.unwrap();
         reopened.wait_durable(&run_id(), position).await.unwrap();
         assert_eq!(reopened.journal_syncs(), 1, "record 2 is synced");
+    }
+
+    #[tokio::test]
+    async fn write_to_deleted_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let record = |seq: u64| RawRecord {
+            seq,
+            json: format!("{{\"seq\":{seq}}}"),
+        };
+        store.create_run(&run_id(), "", &record(1)).await.unwrap();
+        store.write(&run_id(), &record(2)).await.unwrap();
+        fs::remove_dir_all(store.run_dir(&run_id())).unwrap();
+
+        let err = store.write(&run_id(), &record(3)).await.unwrap_err();
+
+        assert!(matches!(err, StoreError::JournalDeleted { .. }), "{err}");
     }
 
     #[tokio::test]

@@ -96,6 +96,10 @@ pub enum StoreError {
         /// What the operator can do next.
         hint: &'static str,
     },
+    #[error(
+        "journal {path} of run {run} was deleted while the run was going on, so the run stopped before its next change; `keywheel resume` and `rollback` cannot see this run, so check every target by hand against the steps above"
+    )]
+    JournalDeleted { run: RunId, path: String },
     #[error("run {0} already exists")]
     RunExists(RunId),
     #[error(
