@@ -274,18 +274,10 @@ mod tests {
     }
 
     fn started() -> Event {
-        Event::RunStarted {
-            run_id: "20261204-120000-abcdef".parse().unwrap(),
-            playbook: "demo".into(),
-            playbook_path: "/p.yaml".into(),
-            playbook_sha256: "00".into(),
-            mode: Mode::Normal,
-            host: "h".into(),
-            user: "u".into(),
-            pid: 1,
-            keywheel_version: "0".into(),
-            seal_key_id: "k".into(),
-        }
+        crate::engine::record::run_started_for_test(
+            &"20261204-120000-abcdef".parse().unwrap(),
+            "demo",
+        )
     }
 
     #[test]

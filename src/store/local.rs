@@ -596,6 +596,17 @@ mod tests {
         "20261204-120000-abcdef".parse().unwrap()
     }
 
+    /// Opens a store in `dir` with run `run_id()` holding record 1.
+    async fn store_with_run(dir: &Path) -> LocalStore {
+        let store = LocalStore::open(dir).unwrap();
+        let first = RawRecord {
+            seq: 1,
+            json: "{\"seq\":1}".into(),
+        };
+        store.create_run(&run_id(), "", &first).await.unwrap();
+        store
+    }
+
     #[tokio::test]
     async fn append_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -630,12 +641,7 @@ mod tests {
     #[tokio::test]
     async fn audit_line_after_torn_line_starts_fresh() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        let first = RawRecord {
-            seq: 1,
-            json: "{\"seq\":1}".into(),
-        };
-        store.create_run(&run_id(), "", &first).await.unwrap();
+        let store = store_with_run(dir.path()).await;
         let path = store.run_dir(&run_id()).join(AUDIT_LOG);
         fs::write(&path, "{\"event\":\"one\"}\n{\"event\":\"tw").unwrap();
 
@@ -654,12 +660,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_waits_share_one_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        let first = RawRecord {
-            seq: 1,
-            json: "{\"seq\":1}".into(),
-        };
-        store.create_run(&run_id(), "", &first).await.unwrap();
+        let store = store_with_run(dir.path()).await;
         let mut positions = Vec::new();
         for seq in 2..=21 {
             let record = RawRecord {
@@ -732,12 +733,7 @@ mod tests {
     #[tokio::test]
     async fn append_rejects_sequence_gap() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        let first = RawRecord {
-            seq: 1,
-            json: "{\"seq\":1}".into(),
-        };
-        store.create_run(&run_id(), "", &first).await.unwrap();
+        let store = store_with_run(dir.path()).await;
         let record = RawRecord {
             seq: 3,
             json: "{\"seq\":3}".into(),
