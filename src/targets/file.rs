@@ -318,7 +318,21 @@ impl Target for FileTarget {
         if let FileFormat::Json { set } = &self.spec.format
             && state.exists
         {
-            let mut document = parse_json(content.expose(), &self.spec.path)?;
+                        let mut document = parse_json(content.expose(), &self.spec.path)?;
+            // A member the file lacks is most often a typo in `set`: adding
+            // it would leave the application reading the old key.
+            let missing: Vec<&str> = set
+                .keys()
+                .filter(|member| !has_member(&document, member))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() && !self.spec.create {
+                return Err(TargetError::Misconfigured(format!(
+                    "{} has no member {}; add it, or set `create: true` to let keywheel add it",
+                    self.spec.path.display(),
+                    missing.join(", ")
+                )));
+            }
             for member in set.keys() {
                 set_member(&mut document, member, "", &self.spec.path)?;
             }
@@ -427,6 +441,18 @@ fn parse_json(bytes: &[u8], path: &std::path::Path) -> Result<serde_json::Value,
             err.column()
         ))
     })
+}
+
+/// Whether `document` has `member` (a name or a JSON pointer).
+fn has_member(document: &serde_json::Value, member: &str) -> bool {
+    let mut node = document;
+    for segment in member_segments(member) {
+        match node.get(segment.as_str()) {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Splits a member name or a JSON pointer (`/a/b`) into member names.

@@ -73,7 +73,7 @@ fn dotenv_rotation_changes_only_the_value() {
 fn second_rotation_replaces_the_first() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
-    std::fs::write(env.path("config.json"), "{}").unwrap();
+    std::fs::write(env.path("config.json"), "{\"upstream\": {\"api_key\": \"x\"}}").unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     env.keywheel(&["run", playbook.to_str().unwrap()])
         .assert_code(EXIT_OK);
@@ -123,10 +123,32 @@ fn missing_variable_without_create_fails_before_any_change() {
 }
 
 #[test]
+fn missing_json_member_without_create_fails_before_any_change() {
+    let env = TestEnv::new();
+    std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
+    // A typo in the file, or in `set`, must not leave the old key in use.
+    let config = "{\"upstream\": {\"apikey\": \"old-key-value-0000\"}}";
+    std::fs::write(env.path("config.json"), config).unwrap();
+    let playbook = env.playbook("local.yaml", PLAYBOOK);
+
+    let run = env.keywheel(&["run", playbook.to_str().unwrap()]);
+
+    run.assert_code(crate::support::EXIT_FAILED);
+    assert!(
+        run.stderr.contains("has no member /upstream/api_key"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("create: true"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(env.path("config.json")).unwrap(), config);
+    assert_eq!(std::fs::read_to_string(env.path("app.env")).unwrap(), "API_KEY=x\n");
+}
+
+#[test]
 fn status_json_has_stable_fields() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
-    std::fs::write(env.path("config.json"), "{}").unwrap();
+    std::fs::write(env.path("config.json"), "{\"upstream\": {\"api_key\": \"x\"}}").unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     let run = env.keywheel(&["run", "--json", playbook.to_str().unwrap()]);
     run.assert_code(EXIT_OK);
@@ -171,7 +193,7 @@ fn status_json_has_stable_fields() {
 fn state_files_are_private() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
-    std::fs::write(env.path("config.json"), "{}").unwrap();
+    std::fs::write(env.path("config.json"), "{\"upstream\": {\"api_key\": \"x\"}}").unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     env.keywheel(&["run", playbook.to_str().unwrap()])
         .assert_code(EXIT_OK);
