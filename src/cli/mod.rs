@@ -226,35 +226,51 @@ impl OverrideFlags {
 /// Runs the subcommand and returns the exit status.
 pub async fn dispatch(cli: Cli) -> ExitStatus {
     let json = cli.json;
-    // Biased, so that once Ctrl-C arrives it wins over a command that
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    // Biased, so that once a signal arrives it wins over a command that
     // became ready at the same time (say, a question whose read ended).
     tokio::select! {
         biased;
-                _ = tokio::signal::ctrl_c() => interrupted(json),
+        _ = tokio::signal::ctrl_c() => stopped(json, ExitStatus::Interrupted),
+        _ = terminated => stopped(json, ExitStatus::Terminated),
         status = commands::dispatch(cli) => status,
     }
 }
 
-/// Tells the operator what an interrupted command left behind. The journal
-/// is durable up to the last step, so the run is exactly as after a crash.
-fn interrupted(json: bool) -> ExitStatus {
+/// Tells the operator what a command stopped by a signal left behind. The
+/// journal is durable up to the last step, so the run is exactly as after
+/// a crash.
+fn stopped(json: bool, status: ExitStatus) -> ExitStatus {
+    let how = match status {
+        ExitStatus::Terminated => "stopped by SIGTERM",
+        _ => "interrupted",
+    };
     let run = keywheel::engine::journal::current_run();
     let message = match &run {
         Some(run) => format!(
-            "interrupted: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
+            "{how}: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
         ),
-        None => "interrupted before any run started; nothing was changed".to_string(),
+        None => format!("{how} before any run started; nothing was changed"),
     };
     eprintln!("\n{message}");
     if json {
         let value = serde_json::json!({
             "error": message,
-            "exit_code": ExitStatus::Interrupted.code(),
+            "exit_code": status.code(),
             "run_id": run.map(|run| run.to_string()),
         });
         println!("{value}");
     }
-    ExitStatus::Interrupted
+    status
 }
 
 /// Sends logs to stderr. `KEYWHEEL_LOG` overrides the level with a

@@ -318,7 +318,7 @@ impl Target for FileTarget {
         if let FileFormat::Json { set } = &self.spec.format
             && state.exists
         {
-                        let mut document = parse_json(content.expose(), &self.spec.path)?;
+            let mut document = parse_json(content.expose(), &self.spec.path)?;
             // A member the file lacks is most often a typo in `set`: adding
             // it would leave the application reading the old key.
             let missing: Vec<&str> = set

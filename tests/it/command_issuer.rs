@@ -322,3 +322,46 @@ fn program_dies_with_a_killed_keywheel() {
     }
     assert!(gone, "the program {program} outlived keywheel");
 }
+
+#[test]
+fn sigterm_stops_run_with_json_error() {
+    let local = local("sleep", "60s");
+    let keywheel = local
+        .env
+        .command(&["run", "--json", local.playbook.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids_file = local.dir.join("pids");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pids_file.exists(), "the program never started");
+
+    let pid = keywheel.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let output = keywheel.wait_with_output().unwrap();
+
+    assert_eq!(output.status.code(), Some(143));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let error: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is JSON");
+    assert_eq!(error["exit_code"], 143);
+    let run_id = local.env.last_run_id();
+    assert_eq!(error["run_id"], run_id.as_str());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("stopped by SIGTERM: run {run_id} is unfinished")),
+        "{stderr}"
+    );
+    let pids = std::fs::read_to_string(&pids_file).unwrap();
+    for pid in pids.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+}

@@ -73,7 +73,11 @@ fn dotenv_rotation_changes_only_the_value() {
 fn second_rotation_replaces_the_first() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
-    std::fs::write(env.path("config.json"), "{\"upstream\": {\"api_key\": \"x\"}}").unwrap();
+    std::fs::write(
+        env.path("config.json"),
+        "{\"upstream\": {\"api_key\": \"x\"}}",
+    )
+    .unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     env.keywheel(&["run", playbook.to_str().unwrap()])
         .assert_code(EXIT_OK);
@@ -140,15 +144,25 @@ fn missing_json_member_without_create_fails_before_any_change() {
         run.stderr
     );
     assert!(run.stderr.contains("create: true"), "{}", run.stderr);
-    assert_eq!(std::fs::read_to_string(env.path("config.json")).unwrap(), config);
-    assert_eq!(std::fs::read_to_string(env.path("app.env")).unwrap(), "API_KEY=x\n");
+    assert_eq!(
+        std::fs::read_to_string(env.path("config.json")).unwrap(),
+        config
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("app.env")).unwrap(),
+        "API_KEY=x\n"
+    );
 }
 
 #[test]
 fn status_json_has_stable_fields() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
-    std::fs::write(env.path("config.json"), "{\"upstream\": {\"api_key\": \"x\"}}").unwrap();
+    std::fs::write(
+        env.path("config.json"),
+        "{\"upstream\": {\"api_key\": \"x\"}}",
+    )
+    .unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     let run = env.keywheel(&["run", "--json", playbook.to_str().unwrap()]);
     run.assert_code(EXIT_OK);
@@ -193,7 +207,11 @@ fn status_json_has_stable_fields() {
 fn state_files_are_private() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
-    std::fs::write(env.path("config.json"), "{\"upstream\": {\"api_key\": \"x\"}}").unwrap();
+    std::fs::write(
+        env.path("config.json"),
+        "{\"upstream\": {\"api_key\": \"x\"}}",
+    )
+    .unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     env.keywheel(&["run", playbook.to_str().unwrap()])
         .assert_code(EXIT_OK);
