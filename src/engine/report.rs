@@ -202,6 +202,9 @@ fn target_report(state: &RunState, target: &TargetRecord) -> TargetReport {
         None => ("pending", String::new()),
     };
     let (status, detail) = match restore {
+        Some(StepStatus::Done {
+            summary, detail, ..
+        }) if crate::targets::Receipt::was_left_alone(detail) => ("left_alone", summary.clone()),
         Some(StepStatus::Done { summary, .. }) => ("restored", summary.clone()),
         Some(StepStatus::Failed { error, .. }) => ("restore_failed", error.clone()),
         Some(StepStatus::Started { .. }) => ("restoring", String::new()),

@@ -73,9 +73,10 @@ impl Live<'_> {
                 key.id
             ),
             (Some(key), false) => format!(
-                "new key {} is gone and every other target holds its previous value again; {} changed after preflight by someone else, so keywheel left it alone",
+                "new key {} is gone and every other target holds its previous value again; someone else changed {} after preflight, so keywheel left {} alone",
                 key.id,
-                left_alone.join(", ")
+                left_alone.join(", "),
+                if left_alone.len() == 1 { "it" } else { "them" }
             ),
             (None, _) => "nothing had been changed".to_string(),
         };
@@ -263,7 +264,11 @@ impl Live<'_> {
             .await;
         match result {
             Ok(receipt) => {
-                fan.succeeded(kind, &name, elapsed, &receipt.summary);
+                if Receipt::was_left_alone(&receipt.state) {
+                    fan.left_alone(kind, &name, elapsed, &receipt.summary);
+                } else {
+                    fan.succeeded(kind, &name, elapsed, &receipt.summary);
+                }
                 self.record(Event::Done {
                     step,
                     summary: receipt.summary,

@@ -89,6 +89,9 @@ pub struct Tally {
     pub kinds: Vec<KindCounts>,
     /// Failed targets with their errors, in the order they failed.
     pub failures: Vec<(String, String)>,
+    /// Targets a restore left alone, because someone else changed them
+    /// after preflight, with the restore's summary.
+    pub left_alone: Vec<(String, String)>,
     /// Targets among `skipped` that were not started because another
     /// target failed.
     pub not_started: usize,
@@ -116,6 +119,11 @@ impl Tally {
         } else {
             counts.done += 1;
         }
+        self.note_slowest(kind, name, elapsed);
+    }
+
+    fn note_slowest(&mut self, kind: &str, name: &str, elapsed: Duration) {
+        let counts = self.kind_mut(kind);
         if counts
             .slowest
             .as_ref()
@@ -134,15 +142,22 @@ impl Tally {
         let done = self.total(|k| k.done);
         let failed = self.total(|k| k.failed);
         let skipped = self.total(|k| k.skipped) - self.not_started;
-        let called = done + failed;
-        let mut line = if failed == 0 {
+        let left_alone = self.left_alone.len();
+        let called = done + failed + left_alone;
+        let mut line = if failed == 0 && left_alone == 0 {
             format!("{done} target(s) in {}", format_elapsed(elapsed))
         } else {
             format!(
-                "{done} of {called} target(s) in {}, {failed} failed",
+                "{done} of {called} target(s) in {}",
                 format_elapsed(elapsed)
             )
         };
+        if failed > 0 {
+            let _ = write!(line, ", {failed} failed");
+        }
+        if left_alone > 0 {
+            let _ = write!(line, ", {left_alone} left alone");
+        }
         if skipped > 0 {
             let _ = write!(line, ", {skipped} skipped as done before");
         }
@@ -242,6 +257,7 @@ impl Output {
                 })
                 .collect(),
             failures: Vec::new(),
+            left_alone: Vec::new(),
             not_started: 0,
         };
         let bars = (self.shows_progress() && !counts.is_empty()).then(|| {
@@ -314,6 +330,19 @@ impl FanOut<'_> {
         }
     }
 
+    /// Records a target that a restore left alone; it is listed with a
+    /// warning when the step ends.
+    pub fn left_alone(&self, kind: &str, name: &str, elapsed: Duration, summary: &str) {
+        {
+            let mut tally = self.tally();
+            tally.note_slowest(kind, name, elapsed);
+            tally
+                .left_alone
+                .push((name.to_string(), summary.to_string()));
+        }
+        self.advance(kind, false);
+    }
+
     /// Records a target whose call failed; its error is listed when the
     /// step ends.
     pub fn failed(&self, kind: &str, name: &str, elapsed: Duration, error: &str) {
@@ -350,6 +379,9 @@ impl FanOut<'_> {
         for (name, error) in failures.filter(|_| self.phase.lists_failures()) {
             self.out
                 .error(format!("{name}: {} failed: {error}", self.phase.step()));
+        }
+        for (name, summary) in &tally.left_alone {
+            self.out.warn(format!("{name}: {summary}"));
         }
         tally
     }

@@ -620,7 +620,6 @@ impl Target for DotenvTarget {
         }
         // Someone else set the variables after preflight: the new key is not
         // in the file, and overwriting would lose their change.
-        tracing::warn!(target = %self.name, "restore left a file alone: managed variables hold neither the new nor the previous values");
         done(
             "left alone: the managed variables hold neither the new nor the previous values, so someone else wrote them after preflight",
         )

@@ -409,7 +409,6 @@ impl Target for FileTarget {
         if current.as_ref().map(SecretBytes::expose) != Some(desired.expose()) {
             // Someone else wrote the file after preflight: the new key is
             // not in it, and overwriting would lose their change.
-            tracing::warn!(target = %self.name, "restore left a file alone: it holds neither the new nor the previous content");
             return done(
                 "left alone: it holds neither the new nor the previous content, so someone else wrote it after preflight",
             )

@@ -223,12 +223,20 @@ fn live_concurrent_write_stops_the_push() {
         run.stderr
     );
     assert!(
-        run.stderr.contains(
-            "vault-app changed after preflight by someone else, so keywheel left it alone"
-        ),
+        run.stderr
+            .contains("someone else changed vault-app after preflight, so keywheel left it alone"),
         "{}",
         run.stderr
     );
+    assert!(run.stderr.contains("0 of 1 target(s)"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 left alone"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warning vault-app: left version"),
+        "{}",
+        run.stderr
+    );
+    let status = env.keywheel(&["status", &run_id, "--json"]).json();
+    assert_eq!(status["runs"][0]["targets"][0]["status"], "left_alone");
     assert!(
         !run.stderr.contains("every target holds its previous value"),
         "{}",

@@ -357,7 +357,6 @@ impl KubernetesTarget {
     }
 
     fn left_alone(&self, why: &str) -> Receipt {
-        tracing::warn!(target = %self.name, "restore left Secret {} alone: {why}", self.secret_display());
         receipt(
             "",
             format!("left the Secret alone: {why}, so someone else changed it after preflight"),
