@@ -29,6 +29,11 @@ pub fn process_start(pid: u32) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses, so
     // fields are counted from the last ')'.
     let after_name = &stat[stat.rfind(')')? + 1..];
+    // A zombie (Z) or dying (X) process has exited; only its parent has
+    // not collected its status yet.
+    if matches!(after_name.split_whitespace().next(), Some("Z" | "X")) {
+        return None;
+    }
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 

@@ -28,6 +28,16 @@ fn replay_read(run_id: &RunId, journal: JournalRead) -> Result<RunState, StoreEr
             })?;
         records.push(record);
     }
+    if !matches!(
+        records.first().map(|record| &record.event),
+        Some(super::record::Event::RunStarted { .. })
+    ) {
+        return Err(StoreError::Corrupt {
+            what: format!("journal of run {run_id}"),
+            line: 1,
+            reason: "it does not start with the run's first record (run_started)".to_string(),
+        });
+    }
     Ok(RunState::replay(run_id.clone(), &records))
 }
 

@@ -268,6 +268,15 @@ impl Engine {
                 Err(EngineError::Store(StoreError::RunNotFound(_))) | Ok(_) => {
                     self.store.set_active_run(&playbook.name, None).await?;
                 }
+                Err(EngineError::Store(
+                    err @ (StoreError::Corrupt { .. } | StoreError::MissingFile { .. }),
+                )) if self.options.break_lock => {
+                    // The operator gives up on a run that cannot be read.
+                    self.out.warn(format!(
+                        "abandoning run {active} because --break-lock was given: {err}; check the targets it wrote by hand"
+                    ));
+                    self.store.set_active_run(&playbook.name, None).await?;
+                }
                 Err(err) => {
                     lock.release().await;
                     return Err(err);
@@ -531,17 +540,17 @@ impl Engine {
                         // A dead holder's unfinished run needs resume or
                         // rollback, which take the lock over themselves;
                         // breaking the lock would not let a new run start.
-                        let unfinished = matches!(
-                            self.load_state(&holder.run_id).await,
-                            Ok(state) if !state.is_finished()
-                        );
-                        let hint = if unfinished {
-                            format!(
+                        let hint = match self.load_state(&holder.run_id).await {
+                            Ok(state) if !state.is_finished() => format!(
                                 "; finish that run with `keywheel resume {0}` or undo it with `keywheel rollback {0}`",
                                 holder.run_id
-                            )
-                        } else {
-                            "; that run left no unfinished work: pass --break-lock to remove the lock".to_string()
+                            ),
+                            Err(EngineError::Store(
+                                err @ (StoreError::Corrupt { .. } | StoreError::MissingFile { .. }),
+                            )) => format!(
+                                "; that run cannot be resumed or rolled back, because {err}. Check the targets it wrote by hand, then pass --break-lock to start a new run"
+                            ),
+                            _ => "; that run left no unfinished work: pass --break-lock to remove the lock".to_string(),
                         };
                         ("process gone", hint)
                     }

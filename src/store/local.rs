@@ -116,8 +116,9 @@ impl LocalStore {
         self.root.join("locks").join(format!("{name}.lock"))
     }
 
-    fn journal_label(run: &RunId) -> String {
-        format!("journal of run {run}")
+    fn journal_label(&self, run: &RunId) -> String {
+        let path = self.run_dir(run).join(JOURNAL);
+        format!("journal of run {run} ({})", path.display())
     }
 
     /// Opens a journal for appending, cutting off a torn last record.
@@ -127,7 +128,7 @@ impl LocalStore {
             io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
             _ => io_error("cannot read", &path)(err),
         })?;
-        let decoded = codec::decode(&bytes, &Self::journal_label(run))?;
+        let decoded = codec::decode(&bytes, &self.journal_label(run))?;
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -372,7 +373,7 @@ impl Store for LocalStore {
             io::ErrorKind::NotFound => StoreError::RunNotFound(run.clone()),
             _ => io_error("cannot read", &path)(err),
         })?;
-        let decoded = codec::decode(&bytes, &Self::journal_label(run))?;
+        let decoded = codec::decode(&bytes, &self.journal_label(run))?;
         Ok(JournalRead {
             records: decoded.records,
             torn_tail: decoded.torn_tail,

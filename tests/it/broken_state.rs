@@ -261,7 +261,10 @@ fn corrupt_old_journal_is_skipped_in_listings() {
     std::fs::write(&journal, text.replacen("\"seq\":2", "\"seq\":7", 1)).unwrap();
     run(&env, &playbook, &[]).assert_code(EXIT_OK);
     let latest = env.last_run_id();
-    let warning = format!("skipping run {damaged}: journal of run {damaged} is corrupt at line 2");
+    let warning = format!(
+        "skipping run {damaged}: journal of run {damaged} ({}) is corrupt at line 2",
+        journal.display()
+    );
 
     let history = env.keywheel(&["history"]);
     history.assert_code(EXIT_OK);
@@ -279,6 +282,27 @@ fn corrupt_old_journal_is_skipped_in_listings() {
     // Asked for by id, the damaged run is still an error.
     env.keywheel(&["status", &damaged])
         .assert_code(EXIT_ATTENTION);
+}
+
+#[test]
+fn damaged_unfinished_run_can_be_abandoned() {
+    let (env, playbook) = two_targets();
+    let damaged = crashed(&env, &playbook, INTENT_PUSH_A);
+    let journal = env.journal(&damaged);
+    let text = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(&journal, text.replacen("\"seq\":5", "\"seq\":9", 1)).unwrap();
+
+    let refused = run(&env, &playbook, &[]);
+    refused.assert_code(EXIT_LOCKED);
+    assert_stderr(&refused, "cannot be resumed or rolled back");
+    assert_stderr(&refused, &journal.display().to_string());
+    assert_stderr(&refused, "pass --break-lock to start a new run");
+    assert_untouched(&env);
+
+    let started = run(&env, &playbook, &["--break-lock"]);
+    started.assert_code(EXIT_OK);
+    assert_stderr(&started, &format!("abandoning run {damaged}"));
+    assert_rotated(&env);
 }
 
 #[test]

@@ -307,7 +307,7 @@ fn check_and_set_stops_second_writer() {
     // The loser's restore leaves the winner's version alone.
     let target = &loser_report["targets"][0];
     assert_eq!(target["push"], "push_failed", "{loser_report}");
-    assert_eq!(target["status"], "restored", "{loser_report}");
+    assert_eq!(target["status"], "left_alone", "{loser_report}");
     assert!(
         target["detail"]
             .as_str()
