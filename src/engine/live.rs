@@ -135,10 +135,7 @@ impl<'e> Live<'e> {
             .append(event)
             .await
             .map(drop)
-            .map_err(|source| EngineError::Journal {
-                run: self.journal.run_id().clone(),
-                source,
-            })
+            .map_err(|source| EngineError::journal(self.journal.run_id(), source))
     }
 
     pub(super) fn out(&self) -> &crate::output::Output {

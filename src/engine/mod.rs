@@ -189,6 +189,18 @@ fn list_setup_errors(errors: &[SetupError]) -> String {
 }
 
 impl EngineError {
+    /// Wraps an error writing the journal of `run`. A deleted journal is
+    /// reported as it is, since `resume` cannot help with it.
+    fn journal(run: &RunId, source: StoreError) -> Self {
+        match source {
+            StoreError::JournalDeleted { .. } => Self::Store(source),
+            source => Self::Journal {
+                run: run.clone(),
+                source,
+            },
+        }
+    }
+
     /// Maps the error to the exit status of the command.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
@@ -317,10 +329,7 @@ impl Engine {
         journal
             .create(&playbook.text, started)
             .await
-            .map_err(|source| EngineError::Journal {
-                run: run_id.clone(),
-                source,
-            })?;
+            .map_err(|source| EngineError::journal(run_id, source))?;
         self.out
             .status("Started", format!("run {run_id} of {}", playbook.name));
         let disabled =
@@ -419,10 +428,7 @@ impl Engine {
                     pid: std::process::id(),
                 })
                 .await
-                .map_err(|source| EngineError::Journal {
-                    run: run_id.clone(),
-                    source,
-                })?;
+                .map_err(|source| EngineError::journal(&run_id, source))?;
             self.out
                 .status("Resuming", format!("run {run_id} of {}", playbook.name));
             let disabled =

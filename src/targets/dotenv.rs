@@ -587,10 +587,7 @@ impl Target for DotenvTarget {
         let current = local::read_current(&state)?;
         let Some(current) = current else {
             return if state.exists {
-                Err(TargetError::ConcurrentModification(format!(
-                    "{} was removed after the push; restore it by hand",
-                    state.real_path.display()
-                )))
+                done(&super::local::deleted_after_push(&state.real_path)).map(Receipt::left_alone)
             } else {
                 done("file was absent and is absent")
             };

@@ -400,10 +400,7 @@ impl Target for FileTarget {
         if current.is_none() {
             // Deleted after the push: recreating it would undo a change
             // keywheel did not make, so the operator decides.
-            return Err(TargetError::ConcurrentModification(format!(
-                "{} was removed after the push; restore it by hand",
-                state.real_path.display()
-            )));
+            return done(&local::deleted_after_push(&state.real_path)).map(Receipt::left_alone);
         }
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
         if current.as_ref().map(SecretBytes::expose) != Some(desired.expose()) {

@@ -161,3 +161,12 @@ pub fn io_error(action: &str, path: &Path, err: io::Error) -> TargetError {
         _ => TargetError::Unavailable(message),
     }
 }
+
+/// The summary of a restore that found the file at `path` deleted after
+/// the push and did not recreate it.
+pub(super) fn deleted_after_push(path: &std::path::Path) -> String {
+    format!(
+        "left alone: {} was deleted after the push; keywheel did not recreate it, so restore it by hand if the application needs it",
+        path.display()
+    )
+}

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{EXIT_ATTENTION, EXIT_OK, TestEnv, dotenv_value};
+use crate::support::{EXIT_OK, TestEnv, dotenv_value};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -251,7 +251,7 @@ fn help_documents_exit_codes() {
 }
 
 #[test]
-fn rollback_names_a_file_deleted_after_push() {
+fn rollback_leaves_a_deleted_file_alone() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=original-value-0000\n").unwrap();
     std::fs::write(
@@ -282,12 +282,16 @@ fn rollback_names_a_file_deleted_after_push() {
 
     let rollback = env.keywheel(&["rollback", &run_id]);
 
-    rollback.assert_code(EXIT_ATTENTION);
+    rollback.assert_code(EXIT_OK);
     let removed = format!(
-        "{} was removed after the push; restore it by hand",
+        "json: left alone: {} was deleted after the push",
         env.path("config.json").display()
     );
     assert!(rollback.stderr.contains(&removed), "{}", rollback.stderr);
+    let status = env.keywheel(&["status", &run_id, "--json"]).json();
+    let targets = status["runs"][0]["targets"].as_array().unwrap().clone();
+    let json = targets.iter().find(|t| t["name"] == "json").unwrap();
+    assert_eq!(json["status"], "left_alone");
     assert!(
         !env.path("config.json").exists(),
         "a deleted file came back"
