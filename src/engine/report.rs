@@ -165,10 +165,15 @@ impl RunReport {
 }
 
 /// The commands that take an unfinished run on. A rollback is not offered
-/// for an emergency run that already pushed or revoked, since it would put
-/// the leaked key back.
+/// once the old key is deleted, nor for an emergency run that already
+/// pushed or revoked, since it would put the leaked key back.
 fn next_steps(state: &RunState) -> String {
     let run = &state.run_id;
+    if let Some(step) = super::live::point_of_no_return_passed(state) {
+        return format!(
+                        "run `keywheel resume {run}` to finish it; it cannot be rolled back, because the step that deletes the old key ({step}) has started"
+        );
+    }
     if let Some(changed) = super::live::emergency_changes(state) {
         return format!(
             "run `keywheel resume {run}` to finish it (this emergency rotation has {changed}, so it is not rolled back)"
