@@ -172,7 +172,9 @@ pub enum EngineError {
         #[source]
         source: StoreError,
     },
-    #[error("the playbook saved with run {run} is no longer valid: {source}")]
+    #[error(
+        "the copy of the playbook that run {run} saved in the state directory (runs/{run}/playbook.yaml) is no longer valid (line numbers refer to the copy, not the original): {source}"
+    )]
     StoredPlaybook {
         run: RunId,
         #[source]
