@@ -178,7 +178,7 @@ impl LocalStore {
         let temp = path.with_extension(format!("lock.{}-{unique:016x}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(holder).unwrap_or_default();
         fsutil::write_atomic(&temp, &json, PRIVATE_FILE_MODE)
-            .map_err(io_error("cannot write", &temp))?;
+            .map_err(io_error("cannot write lock file", path))?;
         let linked = fs::hard_link(&temp, path);
         let _ = fs::remove_file(&temp);
         match linked {
