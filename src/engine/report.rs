@@ -171,7 +171,7 @@ fn next_steps(state: &RunState) -> String {
     let run = &state.run_id;
     if let Some(step) = super::live::point_of_no_return_passed(state) {
         return format!(
-                        "run `keywheel resume {run}` to finish it; it cannot be rolled back, because the step that deletes the old key ({step}) has started"
+            "run `keywheel resume {run}` to finish it; it cannot be rolled back, because the step that deletes the old key ({step}) has started"
         );
     }
     if let Some(changed) = super::live::emergency_changes(state) {

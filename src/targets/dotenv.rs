@@ -514,9 +514,10 @@ impl Target for DotenvTarget {
             .collect();
         if state.exists && !missing.is_empty() && !self.spec.create {
             return Err(TargetError::Misconfigured(format!(
-                "{} has no variable {}; add it, or set `create: true` to let keywheel append it",
+                "{} has no variable {}; add it, or set `create: true` to let keywheel append it{}",
                 self.spec.path.display(),
-                missing.join(", ")
+                missing.join(", "),
+                local::bom_hint(content.expose())
             )));
         }
         let mut summary = state.summary();

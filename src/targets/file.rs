@@ -431,10 +431,11 @@ fn parse_json(bytes: &[u8], path: &std::path::Path) -> Result<serde_json::Value,
     // serde_json's error gives line and column only, never the content.
     serde_json::from_slice(bytes).map_err(|err| {
         TargetError::Misconfigured(format!(
-            "{} is not valid JSON (line {}, column {}); fix it or use format raw",
+            "{} is not valid JSON (line {}, column {}); fix it or use format raw{}",
             path.display(),
             err.line(),
-            err.column()
+            err.column(),
+            local::bom_hint(bytes)
         ))
     })
 }

@@ -170,3 +170,13 @@ pub(super) fn deleted_after_push(path: &std::path::Path) -> String {
         path.display()
     )
 }
+
+/// A hint for a file that starts with a UTF-8 byte order mark, which the
+/// file and dotenv targets read as part of the first line; empty otherwise.
+pub(super) fn bom_hint(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        "; the file starts with a UTF-8 byte order mark, which keywheel does not skip: remove it"
+    } else {
+        ""
+    }
+}
