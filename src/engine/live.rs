@@ -75,6 +75,37 @@ pub fn point_of_no_return_passed(state: &RunState) -> Option<String> {
     }
 }
 
+/// Merges the key fields the targets hold now into the fields of the key
+/// in use. With an issuer that keeps keys (`strict`), targets that hold
+/// different values for one field are an error, because the issuer would
+/// be asked about one key while another stays in use. The random issuer
+/// keeps no keys, so there every target simply gets the new value.
+pub(super) fn current_key_fields<'t>(
+    held: impl Iterator<Item = (&'t str, CurrentFields)>,
+    strict: bool,
+) -> Result<CurrentFields, String> {
+    let mut current = CurrentFields::new();
+    let mut holders: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
+    for (target, fields) in held {
+        for (field, value) in fields {
+            match current.get(&field) {
+                Some(first) if strict && first.expose() != value.expose() => {
+                    return Err(format!(
+                        "targets {} and {target} hold different values for key field `{field}`, so they do not hold the same key; make every target hold the key in use (or restore the one a failed rotation left behind), then run again",
+                        holders[&field]
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    holders.insert(field.clone(), target);
+                    current.insert(field, value);
+                }
+            }
+        }
+    }
+    Ok(current)
+}
+
 impl<'e> Live<'e> {
     pub fn new(
         engine: &'e Engine,
@@ -262,12 +293,18 @@ impl<'e> Live<'e> {
                 .await;
         }
 
-        let mut current = CurrentFields::new();
-        for (target, snapshot) in &snapshots {
-            for (field, value) in target.previous_fields(snapshot) {
-                current.entry(field).or_insert(value);
+        let held = snapshots
+            .iter()
+            .map(|(target, snapshot)| (target.name(), target.previous_fields(snapshot)));
+        let strict = self.issuer.revocation() != Revocation::Replace;
+        let current = match current_key_fields(held, strict) {
+            Ok(current) => current,
+            Err(problem) => {
+                return self
+                    .fail_unchanged(format!("preflight failed: {problem}"))
+                    .await;
             }
-        }
+        };
         let issuer_snapshot = match self.issuer.preflight(&self.icx, &current).await {
             Ok(snapshot) => snapshot,
             Err(err) => {

@@ -59,16 +59,10 @@ pub async fn plan(
         .await;
 
     let mut problems = Vec::new();
-    let mut current = CurrentFields::new();
     let mut plan_targets = Vec::new();
     for (target, result) in &results {
         let (current_text, ok) = match result {
-            Ok(snapshot) => {
-                for (field, value) in target.previous_fields(snapshot) {
-                    current.entry(field).or_insert(value);
-                }
-                (snapshot.summary.clone(), true)
-            }
+            Ok(snapshot) => (snapshot.summary.clone(), true),
             Err(err) => {
                 problems.push(format!("{}: {err}", target.name()));
                 (err.to_string(), false)
@@ -81,6 +75,15 @@ pub async fn plan(
             ok,
         });
     }
+    let held = results.iter().filter_map(|(target, result)| {
+        let snapshot = result.as_ref().ok()?;
+        Some((target.name(), target.previous_fields(snapshot)))
+    });
+    let strict = issuer.revocation() != Revocation::Replace;
+    let current = super::live::current_key_fields(held, strict).unwrap_or_else(|problem| {
+        problems.push(problem);
+        CurrentFields::new()
+    });
     let issuer_summary = match issuer.preflight(&icx, &current).await {
         Ok(snapshot) => snapshot.summary,
         Err(err) => {

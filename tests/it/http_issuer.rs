@@ -798,3 +798,44 @@ fn create_without_secret_deletes_the_key_it_made() {
     assert_eq!(ids(&service), [service.bootstrap_id.as_str()]);
     assert_eq!(app_env_key(&env), service.bootstrap_secret);
 }
+
+#[test]
+fn targets_holding_different_keys_stop_at_preflight() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    std::fs::write(
+        env.path("other.env"),
+        "GATEWAY_API_KEY=sk_other_value_0000000000\n",
+    )
+    .unwrap();
+    let text = playbook(&Book {
+        extra_targets: "  - name: other-env
+    type: dotenv
+    path: other.env
+    set:
+      GATEWAY_API_KEY: secret
+",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+
+    let run = env.keywheel(&["run", path.to_str().unwrap(), "--yes"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr
+            .contains("targets app-env and other-env hold different values for key field `secret`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(service.keys().len(), 1, "a key was created");
+    assert_eq!(app_env_key(&env), service.bootstrap_secret);
+    let plan = env.keywheel(&["plan", path.to_str().unwrap()]);
+    assert!(
+        plan.stderr.contains("hold different values")
+            || plan.stdout.contains("hold different values"),
+        "{}{}",
+        plan.stdout,
+        plan.stderr
+    );
+}
