@@ -52,13 +52,27 @@ pub fn emergency_changes(state: &RunState) -> Option<String> {
     if state.was_attempted(&Step::Revoke) {
         return Some("revoked the old key".to_string());
     }
-    let pushed: Vec<&str> = state
-        .targets
-        .iter()
-        .filter(|t| state.was_attempted(&Step::Push(t.name.clone())))
-        .map(|t| t.name.as_str())
-        .collect();
-    (!pushed.is_empty()).then(|| format!("pushed the new key to {}", pushed.join(", ")))
+        // A failed push may have written before it failed, so it counts too,
+    // but it is named apart from the pushes that are done.
+    let (mut pushed, mut tried) = (Vec::new(), Vec::new());
+    for target in &state.targets {
+        let step = Step::Push(target.name.clone());
+        if state.is_done(&step) {
+            pushed.push(target.name.as_str());
+        } else if state.was_attempted(&step) {
+            tried.push(target.name.as_str());
+        }
+    }
+    match (pushed.is_empty(), tried.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(format!("pushed the new key to {}", pushed.join(", "))),
+        (true, false) => Some(format!("tried to push the new key to {}", tried.join(", "))),
+        (false, false) => Some(format!(
+            "pushed the new key to {} and tried to push it to {}",
+            pushed.join(", "),
+            tried.join(", ")
+        )),
+    }
 }
 
 /// Returns the step that passed the point of no return, if any.
