@@ -356,6 +356,14 @@ async fn run(
     out: &Arc<Output>,
     request: RunRequest<'_>,
 ) -> Result<ExitStatus, EngineError> {
+    if let Some(dir) = &cli.textfile_dir
+        && !dir.is_dir()
+    {
+        return Err(EngineError::BadOption(format!(
+            "--textfile-dir {} is not a directory; create it (node-exporter reads it with --collector.textfile.directory) or fix the path",
+            dir.display()
+        )));
+    }
     let book = playbook::load(request.path)?;
     let engine = engine(cli, out, request.break_lock, request.overrides)?;
     if request.if_due {
@@ -365,6 +373,8 @@ async fn run(
                 "Skipped",
                 format!("{}: not due ({})", book.name, due.reason),
             );
+            // Written for skipped runs too, so the metric stays fresh.
+            write_textfile(cli, out, &engine).await;
             if cli.json {
                 let value = serde_json::json!({"skipped": true, "due": due});
                 println!(

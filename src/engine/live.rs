@@ -52,7 +52,7 @@ pub fn emergency_changes(state: &RunState) -> Option<String> {
     if state.was_attempted(&Step::Revoke) {
         return Some("revoked the old key".to_string());
     }
-        // A failed push may have written before it failed, so it counts too,
+    // A failed push may have written before it failed, so it counts too,
     // but it is named apart from the pushes that are done.
     let (mut pushed, mut tried) = (Vec::new(), Vec::new());
     for target in &state.targets {

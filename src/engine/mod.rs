@@ -110,6 +110,9 @@ pub enum EngineError {
     Playbook(#[from] PlaybookErrors),
     #[error("{}", list_setup_errors(.0))]
     Setup(Vec<SetupError>),
+    /// A command-line option that cannot work, found before anything runs.
+    #[error("{0}")]
+    BadOption(String),
     #[error(transparent)]
     Seal(#[from] SealError),
     #[error(transparent)]
@@ -208,6 +211,7 @@ impl EngineError {
         match self {
             Self::Playbook(_)
             | Self::Setup(_)
+            | Self::BadOption(_)
             | Self::RunNotFound(_)
             | Self::AmbiguousRun { .. }
             | Self::NothingToResume

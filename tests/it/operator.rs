@@ -103,6 +103,50 @@ fn textfile_has_last_outcome() {
     );
 }
 
+#[test]
+fn textfile_written_on_skip_and_dir_checked() {
+    let mut env = TestEnv::new();
+    let path = playbook(&env, "max_age: 90d\n");
+    let path = path.to_str().unwrap();
+    env.env(
+        "KEYWHEEL_TEXTFILE_DIR",
+        env.path("missing").to_str().unwrap(),
+    );
+
+    let refused = env.keywheel(&["run", "--if-due", path]);
+
+    refused.assert_code(crate::support::EXIT_USAGE);
+    assert!(
+        refused
+            .stderr
+            .contains("missing is not a directory; create it"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        env.keywheel(&["history", "--json"]).json()["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let dir = env.path("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    env.env("KEYWHEEL_TEXTFILE_DIR", dir.to_str().unwrap());
+    env.keywheel(&["run", "--if-due", path])
+        .assert_code(EXIT_OK);
+    register_key(&env);
+    std::fs::remove_file(dir.join("keywheel.prom")).unwrap();
+    env.keywheel(&["run", "--if-due", path])
+        .assert_code(EXIT_OK);
+    let text = std::fs::read_to_string(dir.join("keywheel.prom")).unwrap();
+    assert!(
+        text.contains("keywheel_last_run_status{playbook=\"operator\",status=\"completed\"} 1"),
+        "{text}"
+    );
+}
+
 /// A one-thread HTTP listener on 127.0.0.1 that records request bodies and
 /// answers every request with `status`.
 struct Listener {
