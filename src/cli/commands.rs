@@ -195,10 +195,11 @@ fn validate(out: &Output, paths: &[PathBuf], json: bool) -> ExitStatus {
             Ok(book) => {
                 for warning in &book.warnings {
                     out.warn(format!(
-                        "{}:{}:{}: {warning}",
+                        "{}:{}:{}: {}",
                         path.display(),
                         warning.line,
-                        warning.column
+                        warning.column,
+                        warning.unlabeled()
                     ));
                 }
                 out.status(
@@ -300,7 +301,7 @@ fn diagnostics_json(diagnostics: &[playbook::decode::Diagnostic]) -> serde_json:
 async fn plan(cli: &Cli, out: &Output, path: &Path, mode: Mode) -> Result<ExitStatus, EngineError> {
     let book = playbook::load(path)?;
     for warning in &book.warnings {
-        out.warn(format!("{}: {warning}", path.display()));
+        out.warn(format!("{}: {}", path.display(), warning.unlabeled()));
     }
     let disabled = disabled_keys(cli, &book.name).await;
     let plan = keywheel::engine::plan::plan(&book, Default::default(), disabled, mode).await?;

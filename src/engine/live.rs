@@ -236,16 +236,17 @@ impl<'e> Live<'e> {
             return Ok(());
         }
         let revocation_note = self.confirm_revoked().await?;
-        let mut summary = format!(
-            "rotated {}: new key {} is in {} target(s)",
+        let mut detail = format!(
+            "{}: new key {} is in {} target(s)",
             self.playbook.name,
             key.id,
             self.targets.len()
         );
         if let Some(note) = revocation_note {
-            summary.push_str(&format!("; {note}"));
+            detail.push_str(&format!("; {note}"));
         }
-        self.out().status("Completed", &summary);
+        self.out().status("Rotated", &detail);
+        let summary = format!("rotated {detail}");
         self.record(Event::Finished {
             outcome: Outcome::Completed,
             summary,

@@ -264,8 +264,11 @@ impl Engine {
     /// Starts a new run of `playbook`.
     pub async fn run(&self, playbook: Playbook, mode: Mode) -> Result<RunReport, EngineError> {
         for warning in &playbook.warnings {
-            self.out
-                .warn(format!("{}: {warning}", playbook.path.display()));
+            self.out.warn(format!(
+                "{}: {}",
+                playbook.path.display(),
+                warning.unlabeled()
+            ));
         }
         let built = build(&playbook, Selection::Current).await?;
         let run_id = RunId::generate();
@@ -435,8 +438,12 @@ impl Engine {
                 })
                 .await
                 .map_err(|source| EngineError::journal(&run_id, source))?;
+            let verb = match how {
+                Continuation::Rollback => "Undoing",
+                Continuation::Resume => "Resuming",
+            };
             self.out
-                .status("Resuming", format!("run {run_id} of {}", playbook.name));
+                .status(verb, format!("run {run_id} of {}", playbook.name));
             let disabled =
                 keys_disabled_by_runs(self.store.as_ref(), &playbook.name, Some(&run_id)).await?;
             let live = Live::new(self, journal, playbook.clone(), built, disabled);
@@ -445,7 +452,7 @@ impl Engine {
                     live.roll_back(None).await?
                 }
                 Continuation::Resume => live.forward().await?,
-                Continuation::Rollback => live.roll_back(Some("requested by the operator")).await?,
+                Continuation::Rollback => live.roll_back(Some(undo::OPERATOR_REQUEST)).await?,
             }
             self.finish(&live).await
         }

@@ -27,6 +27,9 @@ use crate::key::Key;
 use crate::output::fanout::{FanOut, Phase};
 use crate::targets::{Receipt, Target};
 
+/// The rollback reason journaled for `keywheel rollback`.
+pub(super) const OPERATOR_REQUEST: &str = "requested by the operator";
+
 impl Live<'_> {
     /// Rolls the run back. `reason` starts the rollback; `None` continues
     /// one already started.
@@ -34,7 +37,10 @@ impl Live<'_> {
         let state = self.state().await;
         if !state.is_rolling_back() {
             let reason = reason.unwrap_or("rollback requested").to_string();
-            self.out_warn(format!("rolling back: {reason}"));
+            // The operator's own request is no cause for a warning.
+            if reason != OPERATOR_REQUEST {
+                self.out_warn(format!("rolling back: {reason}"));
+            }
             self.record(Event::RollbackStarted { reason }).await?;
         }
         let key = match self.state().await.key {
@@ -80,7 +86,9 @@ impl Live<'_> {
             ),
             (None, _) => "nothing had been changed".to_string(),
         };
-        self.engine.out.status("Rolled back", &summary);
+        self.engine
+            .out
+            .status("Rolled back", format!("{}: {summary}", self.playbook.name));
         self.record(Event::Finished {
             outcome: Outcome::RolledBack,
             summary,

@@ -34,6 +34,18 @@ pub enum Severity {
     Warning,
 }
 
+impl Diagnostic {
+    /// Formats the diagnostic without its `warning: ` label, for output
+    /// that labels warnings itself.
+    pub fn unlabeled(&self) -> String {
+        let text = self.to_string();
+        match text.strip_prefix("warning: ") {
+            Some(rest) => rest.to_string(),
+            None => text,
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.severity == Severity::Warning {
