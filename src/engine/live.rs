@@ -95,12 +95,12 @@ pub fn point_of_no_return_passed(state: &RunState) -> Option<String> {
 /// be asked about one key while another stays in use. The random issuer
 /// keeps no keys, so there every target simply gets the new value.
 pub(super) fn current_key_fields<'t>(
-    held: impl Iterator<Item = (&'t str, CurrentFields)>,
+    fields_held: impl Iterator<Item = (&'t str, CurrentFields)>,
     strict: bool,
 ) -> Result<CurrentFields, String> {
     let mut current = CurrentFields::new();
     let mut holders: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
-    for (target, fields) in held {
+    for (target, fields) in fields_held {
         for (field, value) in fields {
             match current.get(&field) {
                 Some(first) if strict && first.expose() != value.expose() => {
@@ -308,11 +308,11 @@ impl<'e> Live<'e> {
                 .await;
         }
 
-        let held = snapshots
+        let fields_held = snapshots
             .iter()
             .map(|(target, snapshot)| (target.name(), target.previous_fields(snapshot)));
         let strict = self.issuer.revocation() != Revocation::Replace;
-        let current = match current_key_fields(held, strict) {
+        let current = match current_key_fields(fields_held, strict) {
             Ok(current) => current,
             Err(problem) => {
                 return self

@@ -75,12 +75,12 @@ pub async fn plan(
             ok,
         });
     }
-    let held = results.iter().filter_map(|(target, result)| {
+    let fields_held = results.iter().filter_map(|(target, result)| {
         let snapshot = result.as_ref().ok()?;
         Some((target.name(), target.previous_fields(snapshot)))
     });
     let strict = issuer.revocation() != Revocation::Replace;
-    let current = super::live::current_key_fields(held, strict).unwrap_or_else(|problem| {
+    let current = super::live::current_key_fields(fields_held, strict).unwrap_or_else(|problem| {
         problems.push(problem);
         CurrentFields::new()
     });

@@ -162,8 +162,8 @@ pub fn io_error(action: &str, path: &Path, err: io::Error) -> TargetError {
     }
 }
 
-/// The summary of a restore that found the file at `path` deleted after
-/// the push and did not recreate it.
+/// Returns the summary of a restore that found the file at `path` deleted
+/// after the push and did not recreate it.
 pub(super) fn deleted_after_push(path: &std::path::Path) -> String {
     format!(
         "left alone: {} was deleted after the push; keywheel did not recreate it, so restore it by hand if the application needs it",
@@ -171,8 +171,9 @@ pub(super) fn deleted_after_push(path: &std::path::Path) -> String {
     )
 }
 
-/// A hint for a file that starts with a UTF-8 byte order mark, which the
-/// file and dotenv targets read as part of the first line; empty otherwise.
+/// Returns a hint for a file that starts with a UTF-8 byte order mark,
+/// which the file and dotenv targets read as part of the first line. For
+/// any other file it returns an empty string.
 pub(super) fn bom_hint(bytes: &[u8]) -> &'static str {
     if bytes.starts_with(b"\xef\xbb\xbf") {
         "; the file starts with a UTF-8 byte order mark, which keywheel does not skip: remove it"
