@@ -403,7 +403,28 @@ impl Target for FileTarget {
             return done(&local::deleted_after_push(&state.real_path)).map(Receipt::left_alone);
         }
         let desired = self.render(snapshot.previous.expose(), state.exists, key)?;
-        if current.as_ref().map(SecretBytes::expose) != Some(desired.expose()) {
+        let current_bytes = current
+            .as_ref()
+            .map(SecretBytes::expose)
+            .unwrap_or_default();
+        if current_bytes != desired.expose()
+            && let FileFormat::Json { set } = &self.spec.format
+            && state.exists
+        {
+            // Other members changed since the push: only the managed
+            // members decide, as for the variables of a .env file.
+            match restore_members(current_bytes, snapshot.previous.expose(), key, set)? {
+                Members::Previous => {
+                    return done("managed members already hold their previous values");
+                }
+                Members::Restored(text) => {
+                    local::replace(&state, text.as_bytes())?;
+                    return done("restored the managed members (other changes since were kept)");
+                }
+                Members::Other => {}
+            }
+        }
+        if current_bytes != desired.expose() {
             // Someone else wrote the file after preflight: the new key is
             // not in it, and overwriting would lose their change.
             return done(
@@ -437,6 +458,68 @@ fn parse_json(bytes: &[u8], path: &std::path::Path) -> Result<serde_json::Value,
             err.column(),
             local::bom_hint(bytes)
         ))
+    })
+}
+
+/// What the managed members of a JSON file hold at restore time.
+enum Members {
+    /// Every member holds its previous value.
+    Previous,
+    /// Every member held the new key; this text has the previous values
+    /// back in their places and every other byte as it is now.
+    Restored(Zeroizing<String>),
+    /// Anything else: a member missing, or holding a third value.
+    Other,
+}
+
+/// Compares the managed members of `current` with the new key and with
+/// `previous`, and builds the restored text when all hold the new key.
+fn restore_members(
+    current: &[u8],
+    previous: &[u8],
+    key: &Key,
+    set: &BTreeMap<String, String>,
+) -> Result<Members, TargetError> {
+    let (Ok(current), Ok(previous)) = (std::str::from_utf8(current), std::str::from_utf8(previous))
+    else {
+        return Ok(Members::Other);
+    };
+    let mut all_previous = true;
+    let mut restored = Zeroizing::new(current.to_string());
+    for (member, value) in mapped_values(key, set)? {
+        let segments = member_segments(member.as_str());
+        let (Some(now), Some(before)) = (
+            json_span::value_span(current, &segments),
+            json_span::value_span(previous, &segments),
+        ) else {
+            return Ok(Members::Other);
+        };
+        let now_value: Option<serde_json::Value> =
+            serde_json::from_str(&current[now.0..now.1]).ok();
+        let before_text = &previous[before.0..before.1];
+        let before_value: Option<serde_json::Value> = serde_json::from_str(before_text).ok();
+        let new_value = value
+            .expose_str()
+            .map(|text| serde_json::Value::String(text.to_string()));
+        if now_value.is_some() && now_value == before_value {
+            continue;
+        }
+        all_previous = false;
+        if now_value.is_none() || now_value != new_value {
+            return Ok(Members::Other);
+        }
+        let Some(span) = json_span::value_span(&restored, &segments) else {
+            return Ok(Members::Other);
+        };
+        let mut next = Zeroizing::new(String::with_capacity(restored.len()));
+        next.push_str(&restored[..span.0]);
+        next.push_str(before_text);
+        next.push_str(&restored[span.1..]);
+        restored = next;
+    }
+    Ok(match all_previous {
+        true => Members::Previous,
+        false => Members::Restored(restored),
     })
 }
 

@@ -299,3 +299,52 @@ fn rollback_leaves_a_deleted_file_alone() {
     let env_file = std::fs::read_to_string(env.path("app.env")).unwrap();
     assert_eq!(env_file, "API_KEY=original-value-0000\n");
 }
+
+#[test]
+fn rollback_restores_json_member_after_other_edits() {
+    let env = TestEnv::new();
+    std::fs::write(env.path("app.env"), "API_KEY=original-value-0000\n").unwrap();
+    let config = "{\"upstream\": {\"api_key\": \"old-value-0000\"}, \"other\": 1}";
+    std::fs::write(env.path("config.json"), config).unwrap();
+    let playbook = env.playbook("local.yaml", PLAYBOOK);
+    let path = playbook.to_str().unwrap();
+    env.keywheel(&["run", path]).assert_code(EXIT_OK);
+    let records = std::fs::read_to_string(env.journal(&env.last_run_id()))
+        .unwrap()
+        .lines()
+        .count();
+    let first = dotenv_value(
+        &std::fs::read_to_string(env.path("app.env")).unwrap(),
+        "API_KEY",
+    )
+    .unwrap();
+    env.secret(&first);
+    std::fs::write(env.path("app.env"), "API_KEY=original-value-0000\n").unwrap();
+    std::fs::write(env.path("config.json"), config).unwrap();
+    env.keywheel_crashing(&format!("after:{}", records - 1), &["run", path])
+        .assert_killed();
+    let run_id = env.last_run_id();
+    let pushed = std::fs::read_to_string(env.path("config.json")).unwrap();
+    env.secret(
+        &dotenv_value(
+            &std::fs::read_to_string(env.path("app.env")).unwrap(),
+            "API_KEY",
+        )
+        .unwrap(),
+    );
+    // Someone changes another member while the run is unfinished.
+    std::fs::write(
+        env.path("config.json"),
+        pushed.replace("\"other\": 1", "\"other\": 2"),
+    )
+    .unwrap();
+
+    env.keywheel(&["rollback", &run_id]).assert_code(EXIT_OK);
+
+    let restored = std::fs::read_to_string(env.path("config.json")).unwrap();
+    assert_eq!(restored, config.replace("\"other\": 1", "\"other\": 2"));
+    let status = env.keywheel(&["status", &run_id, "--json"]).json();
+    let targets = status["runs"][0]["targets"].as_array().unwrap().clone();
+    let json = targets.iter().find(|t| t["name"] == "json").unwrap();
+    assert_eq!(json["status"], "restored");
+}
