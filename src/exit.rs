@@ -36,5 +36,5 @@ Exit codes:
     2  bad usage or invalid playbook; nothing was contacted
     3  the run is held or needs attention: run `keywheel status` for what to do
     4  locked: another run of the playbook is running or unfinished
-    130  interrupted by Ctrl-C: the run is unfinished; `keywheel status` says what to do
+  130  interrupted by Ctrl-C: the run is unfinished; `keywheel status` says what to do
   143  stopped by SIGTERM: the same as 130";

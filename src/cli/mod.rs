@@ -254,9 +254,13 @@ fn stopped(json: bool, status: ExitStatus) -> ExitStatus {
         ExitStatus::Terminated => "stopped by SIGTERM",
         _ => "interrupted",
     };
-    let run = keywheel::engine::journal::current_run();
-    let message = match &run {
-        Some(run) => format!(
+    let current = keywheel::engine::journal::current_run();
+    let run = current.as_ref().map(|(run, _)| run.clone());
+    let message = match &current {
+        Some((run, true)) => {
+            format!("{how} after run {run} finished; `keywheel status {run}` shows its outcome")
+        }
+        Some((run, false)) => format!(
             "{how}: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
         ),
         None => format!("{how} before any run started; nothing was changed"),

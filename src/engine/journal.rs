@@ -22,9 +22,22 @@ use crate::store::{RawRecord, Store, StoreError};
 /// interrupted.
 static CURRENT_RUN: std::sync::Mutex<Option<RunId>> = std::sync::Mutex::new(None);
 
-/// Returns the run this process last opened a journal for.
-pub fn current_run() -> Option<RunId> {
-    CURRENT_RUN.lock().ok().and_then(|current| current.clone())
+/// Whether the current run has journaled its outcome.
+static CURRENT_RUN_FINISHED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Returns the run this process last opened a journal for, and whether
+/// that run has journaled its outcome (a signal after that leaves nothing
+/// unfinished).
+pub fn current_run() -> Option<(RunId, bool)> {
+    let run = CURRENT_RUN
+        .lock()
+        .ok()
+        .and_then(|current| current.clone())?;
+    Some((
+        run,
+        CURRENT_RUN_FINISHED.load(std::sync::atomic::Ordering::SeqCst),
+    ))
 }
 
 /// Environment variable that selects a crash point, for tests.
@@ -68,6 +81,7 @@ impl Journal {
         if let Ok(mut current) = CURRENT_RUN.lock() {
             *current = Some(state.run_id.clone());
         }
+        CURRENT_RUN_FINISHED.store(state.is_finished(), std::sync::atomic::Ordering::SeqCst);
         Self {
             store,
             run_id: state.run_id.clone(),
@@ -113,6 +127,9 @@ impl Journal {
             (record, position)
         };
         self.store.wait_durable(&self.run_id, position).await?;
+        if matches!(record.event, Event::Finished { .. }) {
+            CURRENT_RUN_FINISHED.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.crash_after(record.seq);
         tracing::debug!(run = %self.run_id, seq = record.seq, event = record.event.name(), "journaled");
         Ok(record)
