@@ -294,7 +294,7 @@ impl Engine {
                 )) if self.options.break_lock => {
                     // The operator gives up on a run that cannot be read.
                     self.out.warn(format!(
-                        "abandoning run {active} because --break-lock was given: {err}; check the targets it wrote by hand"
+                        "abandoning run {active} because --break-lock was given: {err}; check by hand the targets it may have written and any old key it may have disabled at the issuer"
                     ));
                     self.store.set_active_run(&playbook.name, None).await?;
                 }
