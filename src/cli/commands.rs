@@ -361,7 +361,7 @@ async fn run(
         && !dir.is_dir()
     {
         return Err(EngineError::BadOption(format!(
-                        "--textfile-dir (or KEYWHEEL_TEXTFILE_DIR) {} is not a directory; create it (node-exporter reads it with --collector.textfile.directory) or fix the path",
+            "--textfile-dir (or KEYWHEEL_TEXTFILE_DIR) {} is not a directory; create it (node-exporter reads it with --collector.textfile.directory) or fix the path",
             dir.display()
         )));
     }

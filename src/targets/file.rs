@@ -318,7 +318,7 @@ impl Target for FileTarget {
         if let FileFormat::Json { set } = &self.spec.format
             && state.exists
         {
-                        let document = parse_json(content.expose(), &self.spec.path)?;
+            let document = parse_json(content.expose(), &self.spec.path)?;
             // A parent that is not an object (an array, a string) is an
             // error of its own, named before any missing member.
             let mut scratch = document.clone();
@@ -336,7 +336,7 @@ impl Target for FileTarget {
                 return Err(TargetError::Misconfigured(format!(
                     "{} has no member {}; add it, or set `create: true` to let keywheel add it",
                     self.spec.path.display(),
-                                        missing.join(", ")
+                    missing.join(", ")
                 )));
             }
         }
@@ -574,7 +574,7 @@ fn set_member(
     for (index, segment) in segments.iter().enumerate() {
         let serde_json::Value::Object(object) = node else {
             return Err(TargetError::Misconfigured(format!(
-                                "{}: cannot set {member:?} because its parent is not a JSON object; members inside arrays are not supported",
+                "{}: cannot set {member:?} because its parent is not a JSON object; members inside arrays are not supported",
                 path.display()
             )));
         };

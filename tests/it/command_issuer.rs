@@ -287,6 +287,26 @@ fn failing_program_stderr_is_redacted() {
     );
 }
 
+/// Waits until the sleeping test program has started and returns its pid
+/// and its child's.
+fn wait_for_program(local: &Local) -> String {
+    let pids_file = local.dir.join("pids");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(&pids_file).expect("the program never started")
+}
+
+/// Kills every process in `pids` that is still there.
+fn kill_all(pids: &str) {
+    for pid in pids.split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+}
+
 #[test]
 fn program_dies_with_a_killed_keywheel() {
     let local = local("sleep", "60s");
@@ -297,12 +317,7 @@ fn program_dies_with_a_killed_keywheel() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pids_file = local.dir.join("pids");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pids_file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pids = std::fs::read_to_string(&pids_file).expect("the program never started");
+    let pids = wait_for_program(&local);
 
     keywheel.kill().unwrap();
     keywheel.wait().unwrap();
@@ -315,11 +330,7 @@ fn program_dies_with_a_killed_keywheel() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let gone = is_gone(program);
-    for pid in pids.split_whitespace() {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid])
-            .status();
-    }
+    kill_all(&pids);
     assert!(gone, "the program {program} outlived keywheel");
 }
 
@@ -333,12 +344,7 @@ fn sigterm_stops_run_with_json_error() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pids_file = local.dir.join("pids");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pids_file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(pids_file.exists(), "the program never started");
+    let pids = wait_for_program(&local);
 
     let pid = keywheel.id().to_string();
     std::process::Command::new("kill")
@@ -358,10 +364,5 @@ fn sigterm_stops_run_with_json_error() {
         stderr.contains(&format!("stopped by SIGTERM: run {run_id} is unfinished")),
         "{stderr}"
     );
-    let pids = std::fs::read_to_string(&pids_file).unwrap();
-    for pid in pids.split_whitespace() {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid])
-            .status();
-    }
+    kill_all(&pids);
 }
