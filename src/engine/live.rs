@@ -95,7 +95,7 @@ pub fn point_of_no_return_passed(state: &RunState) -> Option<String> {
 /// be asked about one key while another stays in use. The random issuer
 /// keeps no keys, so there every target simply gets the new value.
 pub(super) fn current_key_fields<'t>(
-    fields_held: impl Iterator<Item = (&'t str, CurrentFields)>,
+    fields_held: impl Iterator<Item = (&'t str, crate::targets::HeldFields)>,
     strict: bool,
 ) -> Result<CurrentFields, String> {
     let mut current = CurrentFields::new();
@@ -104,9 +104,18 @@ pub(super) fn current_key_fields<'t>(
         for (field, value) in fields {
             match current.get(&field) {
                 Some(first) if strict && first.expose() != value.expose() => {
+                    let first_holder = holders[&field];
+                    let places = if first_holder == target {
+                        format!(
+                            "target {target} holds different values for key field `{field}` in two places"
+                        )
+                    } else {
+                        format!(
+                            "targets {first_holder} and {target} hold different values for key field `{field}`"
+                        )
+                    };
                     return Err(format!(
-                        "targets {} and {target} hold different values for key field `{field}`, so they do not hold the same key; make every target hold the key in use (or restore the one a failed rotation left behind), then run again",
-                        holders[&field]
+                        "{places}, so they do not hold the same key; make every place hold the key in use (or restore the one a failed rotation left behind), then run again"
                     ));
                 }
                 Some(_) => {}

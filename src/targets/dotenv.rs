@@ -485,7 +485,7 @@ impl Target for DotenvTarget {
         )
     }
 
-    fn previous_fields(&self, snapshot: &Snapshot) -> crate::issuers::CurrentFields {
+    fn previous_fields(&self, snapshot: &Snapshot) -> crate::targets::HeldFields {
         let Ok(text) = std::str::from_utf8(snapshot.previous.expose()) else {
             return Default::default();
         };

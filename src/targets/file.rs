@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use super::json_span;
 use super::local::{self, FileState};
-use super::{Receipt, Snapshot, Target, TargetCx, TargetError, mapped_values};
+use super::{HeldFields, Receipt, Snapshot, Target, TargetCx, TargetError, mapped_values};
 use crate::fsutil::PRIVATE_FILE_MODE;
 use crate::key::Key;
 use crate::playbook::decode::{Cx, FileMode, MapReader, decode_choice};
@@ -277,8 +277,8 @@ impl Target for FileTarget {
         }
     }
 
-    fn previous_fields(&self, snapshot: &Snapshot) -> crate::issuers::CurrentFields {
-        let mut fields = crate::issuers::CurrentFields::new();
+    fn previous_fields(&self, snapshot: &Snapshot) -> HeldFields {
+        let mut fields = HeldFields::new();
         match &self.spec.format {
             FileFormat::Raw {
                 field,
@@ -289,7 +289,7 @@ impl Target for FileTarget {
                     bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
                 }
                 if !bytes.is_empty() {
-                    fields.insert(field.clone(), SecretBytes::new(bytes.to_vec()));
+                    fields.push((field.clone(), SecretBytes::new(bytes.to_vec())));
                 }
             }
             FileFormat::Json { set } => {
@@ -305,7 +305,7 @@ impl Target for FileTarget {
                         format!("/{}", member.replace('~', "~0").replace('/', "~1"))
                     };
                     if let Some(text) = document.pointer(&pointer).and_then(|v| v.as_str()) {
-                        fields.insert(field.clone(), SecretBytes::from_text(text));
+                        fields.push((field.clone(), SecretBytes::from_text(text)));
                     }
                 }
             }

@@ -241,6 +241,11 @@ pub struct TargetCx {
     pub overrides: crate::issuers::Overrides,
 }
 
+/// The key fields a target held before the run, one entry per place that
+/// holds one (two variables mapped to one field give two entries), so that
+/// places that disagree can be told apart.
+pub type HeldFields = Vec<(String, SecretBytes)>;
+
 /// What a target saw at preflight.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -360,8 +365,8 @@ pub trait Target: Send + Sync {
     /// The key fields the target held at preflight, by key field name, so
     /// that an issuer can recognise the key in use. Targets that cannot
     /// tell return nothing.
-    fn previous_fields(&self, _snapshot: &Snapshot) -> crate::issuers::CurrentFields {
-        crate::issuers::CurrentFields::new()
+    fn previous_fields(&self, _snapshot: &Snapshot) -> HeldFields {
+        HeldFields::new()
     }
 
     /// Puts back the values of `snapshot`; `key` is the new key that `push`

@@ -839,3 +839,39 @@ fn targets_holding_different_keys_stop_at_preflight() {
         plan.stderr
     );
 }
+
+#[test]
+fn one_target_holding_two_keys_stops_at_preflight() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    std::fs::write(
+        env.path("other.env"),
+        format!(
+            "BACKUP_KEY=sk_other_value_0000000000\nGATEWAY_API_KEY={}\n",
+            service.bootstrap_secret
+        ),
+    )
+    .unwrap();
+    let text = playbook(&Book {
+        extra_targets: "  - name: other-env
+    type: dotenv
+    path: other.env
+    set:
+      GATEWAY_API_KEY: secret
+      BACKUP_KEY: secret
+",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+
+    let run = env.keywheel(&["run", path.to_str().unwrap(), "--yes"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr
+            .contains("hold different values for key field `secret`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(service.keys().len(), 1, "a key was created");
+}

@@ -527,12 +527,12 @@ impl Target for AwsSecretTarget {
         )
     }
 
-    fn previous_fields(&self, snapshot: &Snapshot) -> crate::issuers::CurrentFields {
+    fn previous_fields(&self, snapshot: &Snapshot) -> crate::targets::HeldFields {
         match Previous::from_bytes(&snapshot.previous) {
             Ok(Previous {
                 current: Some(value),
                 ..
-            }) => self.spec.value.key_fields_in(&value),
+            }) => self.spec.value.key_fields_in(&value).into_iter().collect(),
             _ => Default::default(),
         }
     }

@@ -212,7 +212,7 @@ impl Target for KubernetesTarget {
         )
     }
 
-    fn previous_fields(&self, snapshot: &Snapshot) -> crate::issuers::CurrentFields {
+    fn previous_fields(&self, snapshot: &Snapshot) -> crate::targets::HeldFields {
         let Ok(previous) = secret::decode_values(&snapshot.previous) else {
             return Default::default();
         };

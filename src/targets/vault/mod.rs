@@ -494,7 +494,7 @@ impl Target for VaultTarget {
         )
     }
 
-    fn previous_fields(&self, snapshot: &Snapshot) -> crate::issuers::CurrentFields {
+    fn previous_fields(&self, snapshot: &Snapshot) -> crate::targets::HeldFields {
         let Ok((_, previous)) = parse_state(snapshot) else {
             return Default::default();
         };
