@@ -875,3 +875,39 @@ fn one_target_holding_two_keys_stops_at_preflight() {
     );
     assert_eq!(service.keys().len(), 1, "a key was created");
 }
+
+#[test]
+fn held_id_of_another_key_stops_at_preflight() {
+    let service = KeyService::start();
+    let env = env_for(&service);
+    let (other_id, other_secret) = service.create_key(serde_json::json!({"name": "other"}));
+    env.secret(&other_secret);
+    std::fs::write(env.path("ids.env"), format!("KEY_ID={other_id}\n")).unwrap();
+    let text = playbook(&Book {
+        extra_targets: "  - name: ids-env
+    type: dotenv
+    path: ids.env
+    set:
+      KEY_ID: id
+",
+        ..Book::default()
+    });
+    let path = env.playbook("gateway.yaml", &text);
+
+    let run = env.keywheel(&["run", path.to_str().unwrap(), "--yes"]);
+
+    run.assert_code(EXIT_FAILED);
+    assert!(
+        run.stderr.contains(&format!(
+            "key {other_id}, named by the id the targets hold, is not the key whose secret they hold"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(service.keys().len(), 2, "a key was created");
+    assert_eq!(
+        service.key(&other_id).unwrap()["status"],
+        "active",
+        "the other key was touched"
+    );
+}

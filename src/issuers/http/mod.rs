@@ -295,6 +295,40 @@ impl HttpIssuer {
 
     /// Finds the key in use: its id, how it was found, and its listed
     /// object when a list found it.
+    /// Checks that key `id`, found by an id the targets hold, is also the
+    /// key whose secret they hold, where `old_key.match` says how to tell.
+    /// Otherwise one key would be revoked while another stays in use.
+    fn check_old_matches(
+        &self,
+        id: &str,
+        object: &Value,
+        current: &CurrentFields,
+    ) -> Result<(), IssuerError> {
+        let Some(matcher) = &self.spec.old_key.matcher else {
+            return Ok(());
+        };
+        let Some(value) = current
+            .get(&matcher.field)
+            .and_then(SecretBytes::expose_str)
+        else {
+            return Ok(());
+        };
+        let Some(found) = object.pointer(&matcher.pointer).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let needle: String = match matcher.prefix_length {
+            Some(length) => value.chars().take(length).collect(),
+            None => value.to_string(),
+        };
+        if found == needle {
+            return Ok(());
+        }
+        Err(IssuerError::Misconfigured(format!(
+            "http issuer: key {id}, named by the id the targets hold, is not the key whose {} they hold ({} differs); make every target hold the key in use, then run again",
+            matcher.field, matcher.pointer
+        )))
+    }
+
     async fn identify_old(
         &self,
         cx: &IssuerCx,
@@ -579,6 +613,7 @@ impl Issuer for HttpIssuer {
     ) -> Result<IssuerSnapshot, IssuerError> {
         let (id, found_by, listed) = self.identify_old(cx, current).await?;
         let object = self.read_old(cx, &id, listed).await?;
+        self.check_old_matches(&id, &object, current)?;
 
         let mut old = Map::new();
         old.insert(crate::key::ID_FIELD.into(), Value::String(id.clone()));
