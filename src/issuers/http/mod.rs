@@ -296,7 +296,7 @@ impl HttpIssuer {
     /// Finds the key in use: its id, how it was found, and its listed
     /// object when a list found it.
     /// Checks that key `id`, found by an id the targets hold, is also the
-    /// key whose secret they hold, where `old_key.match` says how to tell.
+    /// key whose secret they hold, where `old_key.match` defines the match.
     /// Otherwise one key would be revoked while another stays in use.
     fn check_old_matches(
         &self,
