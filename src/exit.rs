@@ -34,7 +34,8 @@ Exit codes:
     0  success
     1  the run failed and everything is as it was (rolled back, or nothing changed)
     2  bad usage or invalid playbook; nothing was contacted
-    3  the run is held or needs attention: run `keywheel status` for what to do
+    3  the run is held or needs attention (a rollback that left a target alone
+       included): run `keywheel status` for what to do
     4  locked: another run of the playbook is running or unfinished
   130  interrupted by Ctrl-C: the run is unfinished; `keywheel status` says what to do
   143  stopped by SIGTERM: the same as 130";

@@ -503,6 +503,20 @@ fn finish(out: &Output, report: &RunReport, json: bool, rollback_requested: bool
             report.run_id
         ));
     }
+    // Targets someone else changed hold neither key keywheel knows, so the
+    // operator has to look at them even though the rollback finished.
+    let left_alone = report
+        .targets
+        .iter()
+        .filter(|target| target.status == "left_alone")
+        .count();
+    if report.status == RunStatus::RolledBack && left_alone > 0 {
+        out.warn(format!(
+            "run {} rolled back, but left {left_alone} target(s) alone: `keywheel status {0}` names them",
+            report.run_id
+        ));
+        return ExitStatus::Attention;
+    }
     match report.status {
         RunStatus::Completed => ExitStatus::Success,
         RunStatus::RolledBack if rollback_requested => ExitStatus::Success,

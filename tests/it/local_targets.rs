@@ -282,7 +282,7 @@ fn rollback_leaves_a_deleted_file_alone() {
 
     let rollback = env.keywheel(&["rollback", &run_id]);
 
-    rollback.assert_code(EXIT_OK);
+    rollback.assert_code(crate::support::EXIT_ATTENTION);
     let removed = format!(
         "json: left alone: {} was deleted after the push",
         env.path("config.json").display()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::proxy::{Fault, FaultProxy, Gate, Rule};
 use crate::support::vault::Vault;
-use crate::support::{EXIT_FAILED, EXIT_LOCKED, EXIT_OK, TestEnv, unique};
+use crate::support::{EXIT_ATTENTION, EXIT_LOCKED, EXIT_OK, TestEnv, unique};
 
 /// Returns a playbook that rotates a random key into Vault secret `path`.
 fn vault_playbook(path: &str) -> String {
@@ -286,9 +286,11 @@ fn check_and_set_stops_second_writer() {
 
     let codes: Vec<Option<i32>> = runs.iter().map(|r| r.code).collect();
     let winner = codes.iter().position(|c| *c == Some(EXIT_OK));
-    let loser = codes.iter().position(|c| *c == Some(EXIT_FAILED));
+    // The loser rolls back and leaves the winner's write alone, which
+    // needs the operator's attention.
+    let loser = codes.iter().position(|c| *c == Some(EXIT_ATTENTION));
     let (Some(winner), Some(loser)) = (winner, loser) else {
-        panic!("expected one completed run and one failed run: {codes:?}\n{runs:#?}");
+        panic!("expected one completed run and one rolled-back run: {codes:?}\n{runs:#?}");
     };
     assert!(
         runs[loser].stderr.contains("changed since preflight"),
@@ -354,7 +356,7 @@ fn check_and_set_stops_a_run_without_the_lock() {
     winner.secret(&winner_key);
 
     let run = loser.keywheel(&["resume", "--json"]);
-    run.assert_code(crate::support::EXIT_FAILED);
+    run.assert_code(EXIT_ATTENTION);
     assert!(
         run.stderr.contains("changed since preflight"),
         "{}",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::proxy::{Fault, FaultProxy, Rule};
 use crate::support::vault::Vault;
-use crate::support::{EXIT_FAILED, EXIT_OK, TestEnv, unique};
+use crate::support::{EXIT_ATTENTION, EXIT_FAILED, EXIT_OK, TestEnv, unique};
 
 fn playbook(mount: &str, path: &str, create: bool) -> String {
     format!(
@@ -216,7 +216,7 @@ fn live_concurrent_write_stops_the_push() {
     );
 
     let run = env.keywheel(&["resume", &run_id]);
-    run.assert_code(EXIT_FAILED);
+    run.assert_code(EXIT_ATTENTION);
     assert!(
         run.stderr.contains("changed since preflight"),
         "{}",
