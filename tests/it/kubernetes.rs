@@ -561,7 +561,7 @@ fn concurrent_write_to_managed_key_is_kept() {
 
     let run = run(&env, &text, &[]);
 
-    run.assert_code(EXIT_FAILED);
+    run.assert_code(EXIT_ATTENTION);
     assert!(
         run.stderr.contains("changed after preflight"),
         "{}",
