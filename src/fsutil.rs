@@ -38,7 +38,7 @@ pub fn write_atomic_owned(
     let temp = temp_path(path);
     let result = (|| {
         // Private until the contents are complete: a temporary file left by
-        // a kill -9 holds the new secret and must not be readable by others.
+        // a kill -9 contains the new secret and must not be readable by others.
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -108,8 +108,8 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Age after which a temporary file of an atomic replace is taken to be
-/// left over from a killed process; a replace takes well under a second.
+/// Age after which a temporary file of an atomic replace counts as left
+/// over from a killed process. A replace takes well under a second.
 const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Removes temporary files of earlier replaces of `path` that a killed

@@ -503,7 +503,7 @@ fn finish(out: &Output, report: &RunReport, json: bool, rollback_requested: bool
             report.run_id
         ));
     }
-    // Targets someone else changed hold neither key keywheel knows, so the
+    // Targets someone else changed contain neither key keywheel wrote, so the
     // operator has to look at them even though the rollback finished.
     let left_alone = report
         .targets

@@ -464,9 +464,9 @@ fn parse_json(bytes: &[u8], path: &std::path::Path) -> Result<serde_json::Value,
     })
 }
 
-/// What the managed members of a JSON file hold at restore time.
+/// The state of a JSON file's managed members at restore time.
 enum Members {
-    /// Every member holds its previous value.
+    /// Every member contains its previous value.
     Previous,
     /// Every member held the new key; this text has the previous values
     /// back in their places and every other byte as it is now.

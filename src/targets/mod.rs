@@ -243,7 +243,7 @@ pub struct TargetCx {
 
 /// The key fields a target held before the run, one entry per place that
 /// holds one (two variables mapped to one field give two entries), so that
-/// places that disagree can be told apart.
+/// places that disagree can be found.
 pub type HeldFields = Vec<(String, SecretBytes)>;
 
 /// What a target saw at preflight.

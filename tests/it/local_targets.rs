@@ -127,7 +127,7 @@ fn missing_variable_without_create_fails_before_any_change() {
 }
 
 #[test]
-fn missing_json_member_without_create_fails_before_any_change() {
+fn missing_json_member_fails_preflight() {
     let env = TestEnv::new();
     std::fs::write(env.path("app.env"), "API_KEY=x\n").unwrap();
     // A typo in the file, or in `set`, must not leave the old key in use.
@@ -261,7 +261,7 @@ fn rollback_leaves_a_deleted_file_alone() {
     .unwrap();
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     let path = playbook.to_str().unwrap();
-    // A full run tells how many records there are; the crash comes just
+    // A full run gives the number of records; the crash comes just
     // before the last one, when every target holds the new key.
     env.keywheel(&["run", path]).assert_code(EXIT_OK);
     let records = std::fs::read_to_string(env.journal(&env.last_run_id()))
