@@ -511,13 +511,9 @@ fn restore_members(
         if now_value.is_none() || now_value != new_value {
             return Ok(Members::Other);
         }
-        let Some(span) = json_span::value_span(&restored, &segments) else {
+        let Some(next) = replace_raw(&restored, &segments, before_text) else {
             return Ok(Members::Other);
         };
-        let mut next = Zeroizing::new(String::with_capacity(restored.len()));
-        next.push_str(&restored[..span.0]);
-        next.push_str(before_text);
-        next.push_str(&restored[span.1..]);
         restored = next;
     }
     Ok(match all_previous {
@@ -526,7 +522,7 @@ fn restore_members(
     })
 }
 
-/// Whether `document` has `member` (a name or a JSON pointer).
+/// Returns whether `document` has `member` (a name or a JSON pointer).
 fn has_member(document: &serde_json::Value, member: &str) -> bool {
     let mut node = document;
     for segment in member_segments(member) {
@@ -552,11 +548,17 @@ fn member_segments(member: &str) -> Vec<String> {
 /// Returns `text` with the value at `segments` replaced by the string
 /// `value`, every other byte kept; `None` when the member is missing.
 fn replace_value(text: &str, segments: &[String], value: &str) -> Option<Zeroizing<String>> {
-    let (start, end) = json_span::value_span(text, segments)?;
     let encoded = Zeroizing::new(serde_json::to_string(value).ok()?);
-    let mut edited = Zeroizing::new(String::with_capacity(text.len() + encoded.len()));
+    replace_raw(text, segments, &encoded)
+}
+
+/// Returns `text` with the value at `segments` replaced by the JSON text
+/// `raw`, every other byte kept; `None` when the member is missing.
+fn replace_raw(text: &str, segments: &[String], raw: &str) -> Option<Zeroizing<String>> {
+    let (start, end) = json_span::value_span(text, segments)?;
+    let mut edited = Zeroizing::new(String::with_capacity(text.len() + raw.len()));
     edited.push_str(&text[..start]);
-    edited.push_str(&encoded);
+    edited.push_str(raw);
     edited.push_str(&text[end..]);
     Some(edited)
 }

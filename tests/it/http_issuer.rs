@@ -799,25 +799,33 @@ fn create_without_secret_deletes_the_key_it_made() {
     assert_eq!(app_env_key(&env), service.bootstrap_secret);
 }
 
+/// Writes `contents` to other.env, adds it as target `other-env` with the
+/// `set` lines given, and returns the playbook's path.
+fn with_other_env(env: &TestEnv, contents: &str, set: &str) -> std::path::PathBuf {
+    std::fs::write(env.path("other.env"), contents).unwrap();
+    let extra_targets = format!(
+        "  - name: other-env
+    type: dotenv
+    path: other.env
+    set:
+{set}"
+    );
+    let text = playbook(&Book {
+        extra_targets: &extra_targets,
+        ..Book::default()
+    });
+    env.playbook("gateway.yaml", &text)
+}
+
 #[test]
 fn targets_holding_different_keys_stop_at_preflight() {
     let service = KeyService::start();
     let env = env_for(&service);
-    std::fs::write(
-        env.path("other.env"),
+    let path = with_other_env(
+        &env,
         "GATEWAY_API_KEY=sk_other_value_0000000000\n",
-    )
-    .unwrap();
-    let text = playbook(&Book {
-        extra_targets: "  - name: other-env
-    type: dotenv
-    path: other.env
-    set:
-      GATEWAY_API_KEY: secret
-",
-        ..Book::default()
-    });
-    let path = env.playbook("gateway.yaml", &text);
+        "      GATEWAY_API_KEY: secret\n",
+    );
 
     let run = env.keywheel(&["run", path.to_str().unwrap(), "--yes"]);
 
@@ -844,25 +852,15 @@ fn targets_holding_different_keys_stop_at_preflight() {
 fn one_target_holding_two_keys_stops_at_preflight() {
     let service = KeyService::start();
     let env = env_for(&service);
-    std::fs::write(
-        env.path("other.env"),
-        format!(
-            "BACKUP_KEY=sk_other_value_0000000000\nGATEWAY_API_KEY={}\n",
-            service.bootstrap_secret
-        ),
-    )
-    .unwrap();
-    let text = playbook(&Book {
-        extra_targets: "  - name: other-env
-    type: dotenv
-    path: other.env
-    set:
-      GATEWAY_API_KEY: secret
-      BACKUP_KEY: secret
-",
-        ..Book::default()
-    });
-    let path = env.playbook("gateway.yaml", &text);
+    let contents = format!(
+        "BACKUP_KEY=sk_other_value_0000000000\nGATEWAY_API_KEY={}\n",
+        service.bootstrap_secret
+    );
+    let path = with_other_env(
+        &env,
+        &contents,
+        "      GATEWAY_API_KEY: secret\n      BACKUP_KEY: secret\n",
+    );
 
     let run = env.keywheel(&["run", path.to_str().unwrap(), "--yes"]);
 
@@ -882,17 +880,7 @@ fn held_id_of_another_key_stops_at_preflight() {
     let env = env_for(&service);
     let (other_id, other_secret) = service.create_key(serde_json::json!({"name": "other"}));
     env.secret(&other_secret);
-    std::fs::write(env.path("ids.env"), format!("KEY_ID={other_id}\n")).unwrap();
-    let text = playbook(&Book {
-        extra_targets: "  - name: ids-env
-    type: dotenv
-    path: ids.env
-    set:
-      KEY_ID: id
-",
-        ..Book::default()
-    });
-    let path = env.playbook("gateway.yaml", &text);
+    let path = with_other_env(&env, &format!("KEY_ID={other_id}\n"), "      KEY_ID: id\n");
 
     let run = env.keywheel(&["run", path.to_str().unwrap(), "--yes"]);
 

@@ -316,10 +316,7 @@ impl HttpIssuer {
         let Some(found) = object.pointer(&matcher.pointer).and_then(Value::as_str) else {
             return Ok(());
         };
-        let needle: String = match matcher.prefix_length {
-            Some(length) => value.chars().take(length).collect(),
-            None => value.to_string(),
-        };
+        let needle = matcher.needle(value);
         if found == needle {
             return Ok(());
         }
@@ -357,10 +354,7 @@ impl HttpIssuer {
                 matcher.field
             )));
         };
-        let needle: String = match matcher.prefix_length {
-            Some(length) => value.chars().take(length).collect(),
-            None => value.to_string(),
-        };
+        let needle = matcher.needle(value);
         let items = self.list(cx).await?;
         let matches: Vec<&Value> = items
             .iter()

@@ -68,6 +68,17 @@ pub struct Matcher {
     pub prefix_length: Option<usize>,
 }
 
+impl Matcher {
+    /// Returns the part of `value` (the field's current value) that the
+    /// member at `pointer` must equal.
+    pub fn needle(&self, value: &str) -> String {
+        match self.prefix_length {
+            Some(length) => value.chars().take(length).collect(),
+            None => value.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Operations {
     pub get: Option<Operation>,
