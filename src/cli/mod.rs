@@ -250,7 +250,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
 /// journal is durable up to the last step, so the run is exactly as after
 /// a crash.
 fn stopped(json: bool, status: ExitStatus) -> ExitStatus {
-    let how = match status {
+    let cause = match status {
         ExitStatus::Terminated => "stopped by SIGTERM",
         _ => "interrupted",
     };
@@ -258,12 +258,12 @@ fn stopped(json: bool, status: ExitStatus) -> ExitStatus {
     let run = current.as_ref().map(|(run, _)| run.clone());
     let message = match &current {
         Some((run, true)) => {
-            format!("{how} after run {run} finished; `keywheel status {run}` shows its outcome")
+            format!("{cause} after run {run} finished; `keywheel status {run}` shows its outcome")
         }
         Some((run, false)) => format!(
-            "{how}: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
+            "{cause}: run {run} is unfinished; `keywheel status {run}` shows where it stopped, `keywheel resume {run}` finishes it, `keywheel rollback {run}` undoes it"
         ),
-        None => format!("{how} before any run started; nothing was changed"),
+        None => format!("{cause} before any run started; nothing was changed"),
     };
     eprintln!("\n{message}");
     if json {

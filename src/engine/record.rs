@@ -275,7 +275,8 @@ pub struct Record {
     pub event: Event,
 }
 
-/// A `run_started` event of `playbook` with placeholder facts, for tests.
+/// Returns a `run_started` event of `playbook` with placeholder facts, for
+/// tests.
 #[cfg(test)]
 pub(crate) fn run_started_for_test(run_id: &RunId, playbook: &str) -> Event {
     Event::RunStarted {

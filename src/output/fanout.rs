@@ -55,13 +55,13 @@ impl Phase {
         }
     }
 
-    /// Whether the step ends with a table. Only the steps that change
+    /// Returns whether the step ends with a table. Only the steps that change
     /// targets get one, because that is what the operator checks.
     fn has_table(self) -> bool {
         matches!(self, Self::Push | Self::Restore)
     }
 
-    /// Whether failed targets get an error line. A failed restore becomes
+    /// Returns whether failed targets get an error line. A failed restore becomes
     /// an item that needs attention, which the rollback prints with what to
     /// do, so it is not listed twice.
     fn lists_failures(self) -> bool {

@@ -162,7 +162,7 @@ impl Output {
         Some(bar)
     }
 
-    /// Whether progress bars and spinners are drawn.
+    /// Returns whether progress bars and spinners are drawn.
     fn shows_progress(&self) -> bool {
         !self.options.quiet && self.stderr_tty
     }

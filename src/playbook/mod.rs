@@ -92,8 +92,8 @@ const MAX_CONCURRENCY: usize = 1024;
 const PARTIAL_FAILURE_CHOICES: &[&str] = &["rollback", "hold"];
 const EMERGENCY_REVOKE_CHOICES: &[&str] = &["after_push", "before_push"];
 
-/// Default time limit of one target call. It is well above what a slow
-/// server that answers needs: each request has its own timeout (30s by
+/// Default time limit of one target call. It is well above what a slow but
+/// responsive server needs: each request has its own timeout (30s by
 /// default) and retries stop after a minute of waiting, so a call still
 /// running after this long is taken as hung.
 pub const DEFAULT_TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);

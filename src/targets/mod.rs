@@ -242,8 +242,8 @@ pub struct TargetCx {
 }
 
 /// The key fields a target held before the run, one entry per place that
-/// holds one (two variables mapped to one field give two entries), so that
-/// places that disagree can be found.
+/// contains one, so that places that disagree can be found. Two variables
+/// mapped to one field give two entries.
 pub type HeldFields = Vec<(String, SecretBytes)>;
 
 /// What a target saw at preflight.

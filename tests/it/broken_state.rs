@@ -292,11 +292,11 @@ fn damaged_unfinished_run_can_be_abandoned() {
     let text = std::fs::read_to_string(&journal).unwrap();
     std::fs::write(&journal, text.replacen("\"seq\":5", "\"seq\":9", 1)).unwrap();
 
-    let refused = run(&env, &playbook, &[]);
-    refused.assert_code(EXIT_LOCKED);
-    assert_stderr(&refused, "cannot be resumed or rolled back");
-    assert_stderr(&refused, &journal.display().to_string());
-    assert_stderr(&refused, "pass --break-lock to start a new run");
+    let locked = run(&env, &playbook, &[]);
+    locked.assert_code(EXIT_LOCKED);
+    assert_stderr(&locked, "cannot be resumed or rolled back");
+    assert_stderr(&locked, &journal.display().to_string());
+    assert_stderr(&locked, "pass --break-lock to start a new run");
     assert_untouched(&env);
 
     let started = run(&env, &playbook, &["--break-lock"]);

@@ -329,9 +329,9 @@ fn program_dies_with_a_killed_keywheel() {
     while !is_gone(program) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let gone = is_gone(program);
+    let program_gone = is_gone(program);
     kill_all(&pids);
-    assert!(gone, "the program {program} outlived keywheel");
+    assert!(program_gone, "the program {program} outlived keywheel");
 }
 
 #[test]

@@ -262,7 +262,7 @@ fn rollback_leaves_a_deleted_file_alone() {
     let playbook = env.playbook("local.yaml", PLAYBOOK);
     let path = playbook.to_str().unwrap();
     // A full run gives the number of records; the crash comes just
-    // before the last one, when every target holds the new key.
+    // before the last one, when every target contains the new key.
     env.keywheel(&["run", path]).assert_code(EXIT_OK);
     let records = std::fs::read_to_string(env.journal(&env.last_run_id()))
         .unwrap()

@@ -113,15 +113,15 @@ fn textfile_written_on_skip_and_dir_checked() {
         env.path("missing").to_str().unwrap(),
     );
 
-    let refused = env.keywheel(&["run", "--if-due", path]);
+    let rejected = env.keywheel(&["run", "--if-due", path]);
 
-    refused.assert_code(crate::support::EXIT_USAGE);
+    rejected.assert_code(crate::support::EXIT_USAGE);
     assert!(
-        refused
+        rejected
             .stderr
             .contains("missing is not a directory; create it"),
         "{}",
-        refused.stderr
+        rejected.stderr
     );
     assert_eq!(
         env.keywheel(&["history", "--json"]).json()["runs"]
